@@ -1,0 +1,26 @@
+"""Bottleneck adapters and AdapterDrop for Keras 3 BERT backbones."""
+
+from keras_adapters.adapter import BottleneckAdapter
+from keras_adapters.adapter_weights import load_adapter_weights, save_adapter_weights
+from keras_adapters.backbone import AdapterBertBackbone, AdapterTransformerEncoder, add_adapters
+from keras_adapters.checkpoints import DEFAULT_CHECKPOINT, from_pretrained
+from keras_adapters.config import AdapterConfig
+from keras_adapters.freezing import ParameterCounts, count_parameters, freeze_for_adapter_tuning
+from keras_adapters.optimization import WarmupLinearDecay, create_optimizer
+
+__all__ = [
+    "AdapterBertBackbone",
+    "AdapterConfig",
+    "AdapterTransformerEncoder",
+    "BottleneckAdapter",
+    "DEFAULT_CHECKPOINT",
+    "ParameterCounts",
+    "WarmupLinearDecay",
+    "add_adapters",
+    "count_parameters",
+    "create_optimizer",
+    "freeze_for_adapter_tuning",
+    "from_pretrained",
+    "load_adapter_weights",
+    "save_adapter_weights",
+]

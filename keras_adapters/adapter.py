@@ -1,0 +1,125 @@
+"""The bottleneck adapter layer (Houlsby et al., 2019, §2.1 and Fig. 2)."""
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="keras_adapters")
+class BottleneckAdapter(keras.layers.Layer):
+    """A bottleneck adapter: `h + up(act(down(h)))`.
+
+    Houlsby et al., "Parameter-Efficient Transfer Learning for NLP" (ICML 2019),
+    §2.1 and Fig. 2: a down-projection from the hidden size d to the bottleneck
+    size m, a nonlinearity, an up-projection back to d, and an internal skip
+    connection. With the default near-zero initialisation the adapter starts
+    close to the identity, and it is exactly the identity when both
+    projections are zero.
+
+    The adapter has `2*m*d + d + m` parameters: two `d x m` kernels, a bias of
+    size m on the down-projection and a bias of size d on the up-projection.
+
+    Args:
+        adapter_size: int or None. The bottleneck size m. Give exactly one of
+            `adapter_size` and `reduction_factor`.
+        reduction_factor: int or None. The ratio d/m; m is `d // factor`,
+            computed when the layer is built.
+        activation: str or callable. The nonlinearity between the projections.
+            Defaults to `"gelu"`.
+        initializer_std: float. Standard deviation of the truncated normal
+            (cut at 2 std) that draws both kernels. Defaults to `1e-2`, as in
+            google-research/adapter-bert. `0.0` gives zero kernels.
+        **kwargs: passed to `keras.layers.Layer` (name, dtype, trainable...).
+
+    Call arguments:
+        inputs: float tensor of shape `(..., d)`.
+
+    Returns:
+        A tensor with the shape and dtype of `inputs`.
+
+    Raises:
+        ValueError: if neither or both of `adapter_size` and
+            `reduction_factor` are given, if either is not a positive integer,
+            if `initializer_std` is negative, or if the reduction factor leaves
+            a bottleneck of size zero.
+    """
+
+    def __init__(
+        self,
+        adapter_size=None,
+        reduction_factor=None,
+        activation="gelu",
+        initializer_std=1e-2,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if (adapter_size is None) == (reduction_factor is None):
+            raise ValueError(
+                "Give exactly one of `adapter_size` and `reduction_factor`; "
+                f"got adapter_size={adapter_size}, "
+                f"reduction_factor={reduction_factor}."
+            )
+        for field, value in (
+            ("adapter_size", adapter_size),
+            ("reduction_factor", reduction_factor),
+        ):
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ValueError(
+                    f"`{field}` must be a positive integer; got {value!r}."
+                )
+        if initializer_std < 0:
+            raise ValueError(
+                f"`initializer_std` must be >= 0; got {initializer_std}."
+            )
+        self.adapter_size = adapter_size
+        self.reduction_factor = reduction_factor
+        self.activation = keras.activations.get(activation)
+        self.initializer_std = initializer_std
+        self.supports_masking = True
+
+    def _kernel_initializer(self):
+        if self.initializer_std == 0:
+            return keras.initializers.Zeros()
+        return keras.initializers.TruncatedNormal(stddev=self.initializer_std)
+
+    def build(self, inputs_shape):
+        hidden_dim = inputs_shape[-1]
+        bottleneck = self.adapter_size or hidden_dim // self.reduction_factor
+        if bottleneck == 0:
+            raise ValueError(
+                f"reduction_factor={self.reduction_factor} leaves no bottleneck "
+                f"for hidden size {hidden_dim}."
+            )
+        self.bottleneck_dim = bottleneck
+        self.down_projection = keras.layers.Dense(
+            bottleneck,
+            activation=self.activation,
+            kernel_initializer=self._kernel_initializer(),
+            dtype=self.dtype_policy,
+            name="down_projection",
+        )
+        self.down_projection.build(inputs_shape)
+        self.up_projection = keras.layers.Dense(
+            hidden_dim,
+            kernel_initializer=self._kernel_initializer(),
+            dtype=self.dtype_policy,
+            name="up_projection",
+        )
+        self.up_projection.build((*inputs_shape[:-1], bottleneck))
+        self.built = True
+
+    def call(self, inputs):
+        return inputs + self.up_projection(self.down_projection(inputs))
+
+    def compute_output_shape(self, inputs_shape):
+        return inputs_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "adapter_size": self.adapter_size,
+                "reduction_factor": self.reduction_factor,
+                "activation": keras.activations.serialize(self.activation),
+                "initializer_std": self.initializer_std,
+            }
+        )
+        return config

@@ -1,0 +1,125 @@
+"""Flags and model building shared by `run_classifier.py` and `run_squad.py`."""
+
+import math
+import os
+
+from absl import flags, logging
+
+from keras_adapters import distribute
+from keras_adapters.backbone import add_adapters
+from keras_adapters.checkpoints import DEFAULT_CHECKPOINT, from_pretrained
+from keras_adapters.config import PLACEMENTS, AdapterConfig
+from keras_adapters.freezing import freeze_for_adapter_tuning
+from keras_adapters.optimization import create_optimizer
+
+FLAGS = flags.FLAGS
+DEFAULT_LEARNING_RATES = {"adapters": 1e-3, "full": 5e-5}
+
+
+def define_flags():
+    """Define the flags every training script shares."""
+    flags.DEFINE_string(
+        "init_from", DEFAULT_CHECKPOINT,
+        "Pretrained BERT: a keras-hub preset name or folder, a Hugging Face "
+        "BERT folder, or the bundled default.",
+    )
+    flags.DEFINE_enum("tuning", "adapters", ["adapters", "full"],
+                      "Train adapters (Houlsby et al.) or fine-tune everything.")
+    flags.DEFINE_integer("adapter_size", 64, "Adapter bottleneck size m.")
+    flags.DEFINE_integer("reduction_factor", None,
+                         "Hidden size / adapter size; replaces --adapter_size.")
+    flags.DEFINE_enum("adapter_placement", "houlsby", list(PLACEMENTS),
+                      "houlsby: after attention and FFN; pfeiffer: after FFN.")
+    flags.DEFINE_integer("drop_first_n", 0,
+                         "AdapterDrop: no adapters in the lowest n layers.")
+    flags.DEFINE_float("learning_rate", None,
+                       "Peak learning rate. Default: 1e-3 (adapters), 5e-5 (full).")
+    flags.DEFINE_integer("num_epochs", 4, "Training epochs.")
+    flags.DEFINE_integer("batch_size", 32, "Global batch size.")
+    flags.DEFINE_integer("max_seq_length", 128, "Tokens per example, special ones included.")
+    flags.DEFINE_float("warmup_proportion", 0.1, "Share of steps of linear warmup.")
+    flags.DEFINE_float("weight_decay", 0.01, "AdamW decoupled weight decay.")
+    flags.DEFINE_integer("seed", 42, "Seed for initialisation, dropout and shuffling.")
+    flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES),
+                      "tf.distribute strategy.")
+    flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu.")
+    flags.DEFINE_list("devices", None,
+                      "Devices for --strategy=mirrored/one_device, e.g. /gpu:0,/gpu:1.")
+    flags.DEFINE_string("model_dir", None, "Where checkpoints, logs and results go.")
+    flags.DEFINE_string("export_dir", None,
+                        "SavedModel destination. Default: <model_dir>/saved_model.")
+    flags.mark_flag_as_required("model_dir")
+
+
+def validate_flags():
+    """Raise `flags.ValidationError` on flag values that cannot work together."""
+    if FLAGS.tuning == "adapters":
+        if FLAGS.reduction_factor is None and FLAGS.adapter_size <= 0:
+            raise flags.ValidationError(f"--adapter_size must be > 0; got {FLAGS.adapter_size}.")
+        if FLAGS.reduction_factor is not None and FLAGS.reduction_factor <= 0:
+            raise flags.ValidationError(
+                f"--reduction_factor must be > 0; got {FLAGS.reduction_factor}.")
+    elif FLAGS.drop_first_n:
+        raise flags.ValidationError("--drop_first_n needs --tuning=adapters.")
+    for name in ("num_epochs", "batch_size", "max_seq_length"):
+        if FLAGS[name].value <= 0:
+            raise flags.ValidationError(f"--{name} must be > 0; got {FLAGS[name].value}.")
+    if FLAGS.strategy == "tpu" and not FLAGS.tpu:
+        raise flags.ValidationError("--strategy=tpu needs --tpu.")
+
+
+def adapter_config_from_flags():
+    """The `AdapterConfig` the flags describe."""
+    return AdapterConfig(
+        adapter_size=None if FLAGS.reduction_factor else FLAGS.adapter_size,
+        reduction_factor=FLAGS.reduction_factor,
+        placement=FLAGS.adapter_placement,
+    )
+
+
+def strategy_from_flags():
+    """The `tf.distribute.Strategy` named by `--strategy`."""
+    return distribute.get_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.devices)
+
+
+def build_backbone():
+    """Load `--init_from`; under `--tuning=adapters` add adapters.
+
+    Call inside the strategy's scope. Returns `(backbone, tokenizer)`.
+
+    Raises:
+        flags.ValidationError: if `--drop_first_n` is not below the number of
+            layers (nothing would be left to train).
+    """
+    backbone, tokenizer = from_pretrained(FLAGS.init_from)
+    if FLAGS.max_seq_length > backbone.max_sequence_length:
+        raise flags.ValidationError(
+            f"--max_seq_length={FLAGS.max_seq_length} exceeds the backbone's "
+            f"{backbone.max_sequence_length} position embeddings.")
+    if FLAGS.tuning == "full":
+        return backbone, tokenizer
+    if not 0 <= FLAGS.drop_first_n < backbone.num_layers:
+        raise flags.ValidationError(
+            f"--drop_first_n must be in [0, {backbone.num_layers - 1}] for this "
+            f"{backbone.num_layers}-layer backbone; got {FLAGS.drop_first_n}.")
+    return add_adapters(backbone, adapter_config_from_flags(), FLAGS.drop_first_n), tokenizer
+
+
+def prepare_for_training(model, num_examples, static_shapes):
+    """Freeze (for adapters) and build the optimizer; returns it and steps/epoch."""
+    if FLAGS.tuning == "adapters":
+        logging.info("Adapter tuning: %s", freeze_for_adapter_tuning(model))
+    rounding = math.floor if static_shapes else math.ceil
+    steps_per_epoch = max(1, rounding(num_examples / FLAGS.batch_size))
+    optimizer = create_optimizer(
+        FLAGS.learning_rate or DEFAULT_LEARNING_RATES[FLAGS.tuning],
+        total_steps=steps_per_epoch * FLAGS.num_epochs,
+        warmup_proportion=FLAGS.warmup_proportion,
+        weight_decay=FLAGS.weight_decay,
+    )
+    return optimizer, steps_per_epoch
+
+
+def output_path(*parts):
+    """A path under `--model_dir`."""
+    return os.path.join(FLAGS.model_dir, *parts)

@@ -1,0 +1,96 @@
+"""`AdapterConfig`: where adapters go, how big they are, and what trains."""
+
+import dataclasses
+import json
+
+PLACEMENTS = ("houlsby", "pfeiffer")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterConfig:
+    """The settings of one set of bottleneck adapters on a transformer.
+
+    Attributes:
+        adapter_size: int or None. The bottleneck size m (Houlsby et al., 2019,
+            §2.1). Exactly one of `adapter_size` and `reduction_factor` is set.
+            Defaults to 64.
+        reduction_factor: int or None. The ratio hidden_dim/m (the AdapterHub
+            convention). Defaults to None.
+        activation: str. The adapter nonlinearity, any Keras activation name.
+            Defaults to `"gelu"`.
+        initializer_std: float. Std of the truncated normal (cut at 2 std) that
+            draws the adapter kernels; biases start at zero. Defaults to 1e-2.
+        placement: `"houlsby"` puts an adapter after the attention output and
+            one after the feed-forward output of every layer (Houlsby et al.,
+            Fig. 2); `"pfeiffer"` only after the feed-forward output (Pfeiffer
+            et al., 2021, "AdapterFusion", §3). Defaults to `"houlsby"`.
+        train_layer_norms: bool. Whether the layer norms train with the
+            adapters, as in Houlsby §2.1. Defaults to True.
+        leave_out: tuple of int. Transformer layer indices (0 is the lowest)
+            that get no adapter at all. Defaults to `()`.
+
+    Raises:
+        ValueError: on a bad size, an unknown placement or a negative layer
+            index in `leave_out`.
+    """
+
+    adapter_size: int | None = 64
+    reduction_factor: int | None = None
+    activation: str = "gelu"
+    initializer_std: float = 1e-2
+    placement: str = "houlsby"
+    train_layer_norms: bool = True
+    leave_out: tuple = ()
+
+    def __post_init__(self):
+        if (self.adapter_size is None) == (self.reduction_factor is None):
+            raise ValueError(
+                "Set exactly one of adapter_size and reduction_factor; got "
+                f"adapter_size={self.adapter_size}, "
+                f"reduction_factor={self.reduction_factor}."
+            )
+        for field in ("adapter_size", "reduction_factor"):
+            value = getattr(self, field)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ValueError(f"{field} must be a positive integer; got {value!r}.")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(
+                f"placement must be one of {PLACEMENTS}; got {self.placement!r}."
+            )
+        if self.initializer_std < 0:
+            raise ValueError(
+                f"initializer_std must be >= 0; got {self.initializer_std}."
+            )
+        leave_out = tuple(int(i) for i in self.leave_out)
+        if any(i < 0 for i in leave_out):
+            raise ValueError(f"leave_out holds a negative layer index: {leave_out}.")
+        object.__setattr__(self, "leave_out", tuple(sorted(set(leave_out))))
+
+    def adapter_kwargs(self):
+        """The `BottleneckAdapter` constructor arguments of this config."""
+        return {
+            "adapter_size": self.adapter_size,
+            "reduction_factor": self.reduction_factor,
+            "activation": self.activation,
+            "initializer_std": self.initializer_std,
+        }
+
+    def to_dict(self):
+        """A JSON-ready dict of every field."""
+        config = dataclasses.asdict(self)
+        config["leave_out"] = list(self.leave_out)
+        return config
+
+    @classmethod
+    def from_dict(cls, config):
+        """Inverse of `to_dict`. Raises TypeError on an unknown field."""
+        return cls(**config)
+
+    def to_json(self):
+        """The config as a JSON string."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        """Inverse of `to_json`."""
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,61 @@
+"""`tf.distribute` strategies by name, as in the TF Model Garden's `distribute_utils`."""
+
+import tensorflow as tf
+
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+
+
+def connect_to_tpu(tpu_address):
+    """Connect to a TPU and initialise it; returns its cluster resolver.
+
+    Args:
+        tpu_address: str, a TPU name or `grpc://` address ("" for a local TPU
+            VM).
+
+    This call blocks while looking for the TPU; it is the only TPU-specific
+    step, everything after it is shared with the other strategies.
+    """
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return resolver
+
+
+def get_strategy(name="default", tpu_address=None, devices=None):
+    """A `tf.distribute.Strategy` by name.
+
+    Args:
+        name: one of `STRATEGIES`. `default` is the no-op strategy (one
+            device, no replication); `one_device` pins to the first device in
+            `devices` (default "/gpu:0" if a GPU exists, else "/cpu:0");
+            `mirrored` replicates over `devices` (default: all GPUs, else the
+            CPU); `multi_worker_mirrored` reads the cluster from `TF_CONFIG`;
+            `tpu` needs `tpu_address`.
+        tpu_address: str, for `tpu` only: see `connect_to_tpu`.
+        devices: list of device strings, or None for the defaults above.
+
+    Returns:
+        The strategy. Build the model and optimizer inside `strategy.scope()`.
+
+    Raises:
+        ValueError: for an unknown name, or `tpu` without `tpu_address`.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
+    if name == "tpu":
+        if tpu_address is None:
+            raise ValueError("--strategy=tpu needs --tpu (a TPU name or grpc:// address).")
+        return tf.distribute.TPUStrategy(connect_to_tpu(tpu_address))
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        default = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
+        return tf.distribute.OneDeviceStrategy((devices or [default])[0])
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def needs_static_shapes(strategy):
+    """Whether `strategy` needs fixed batch and sequence shapes (TPUs do)."""
+    return isinstance(strategy, tf.distribute.TPUStrategy)

@@ -1,0 +1,152 @@
+r"""Fine-tune bottleneck adapters (or the whole model) on a GLUE task.
+
+Trains under a `tf.distribute` strategy, scores the dev set with the task's
+official GLUE metric after every epoch, and writes to `--model_dir`:
+checkpoints, TensorBoard logs, `eval_results.json`, the adapter-only weights
+(`adapter_weights.safetensors`) and a SavedModel whose `serving_default`
+takes raw text.
+
+Example (the default: MRPC, all-MiniLM-L6-v2, adapters of size 64):
+
+  python run_classifier.py --data_dir=../shared/data/glue --model_dir=/tmp/mrpc
+"""
+
+import os
+import time
+
+import keras
+import keras_hub
+from absl import app, flags, logging
+
+from keras_adapters import cli, distribute, glue, metrics
+from keras_adapters.adapter_weights import save_adapter_weights
+from keras_adapters.atomic import write_json
+from keras_adapters.export import export_text_classifier
+from keras_adapters.pipeline import make_dataset, make_preprocessor
+
+FLAGS = flags.FLAGS
+cli.define_flags()
+flags.DEFINE_string("task", "mrpc", f"GLUE task: one of {sorted(glue.TASKS)}.")
+flags.DEFINE_string("data_dir", None,
+                    "Folder of GLUE task folders (CoLA, MRPC, ...) for --data_source=tsv, "
+                    "or the TFDS data_dir for --data_source=tfds.")
+flags.DEFINE_enum("data_source", "tsv", ["tsv", "tfds"],
+                  "Read the original GLUE TSV files, or tensorflow-datasets.")
+flags.DEFINE_integer("max_train_examples", None, "Use only the first N training examples.")
+flags.DEFINE_integer("max_eval_examples", None, "Use only the first N examples of each dev split.")
+
+
+class GlueEvaluation(keras.callbacks.Callback):
+    """Scores each dev split with the task's official metric after every epoch.
+
+    The scores go into the epoch's logs as `<split>_<metric>` (so TensorBoard
+    and the History record them) and into `self.results`.
+    """
+
+    def __init__(self, task, dev_sets):
+        super().__init__()
+        self.task = task
+        self.dev_sets = dev_sets
+        self.results = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for split, (dataset, labels) in self.dev_sets.items():
+            outputs = self.model.predict(dataset, verbose=0)
+            predictions = metrics.predictions_from_outputs(self.task, outputs)
+            scores = metrics.compute_metrics(self.task.name, labels, predictions)
+            self.results[split] = scores
+            logging.info("epoch %d %s: %s", epoch + 1, split, scores)
+            if logs is not None:
+                logs.update({f"{split}_{name}": value for name, value in scores.items()})
+
+
+def read_split(task, split, limit):
+    examples = glue.load_examples(task, split, FLAGS.data_dir, source=FLAGS.data_source)
+    return examples.head(limit) if limit else examples
+
+
+def to_dataset(preprocessor, examples, training, static_shapes):
+    return make_dataset(
+        preprocessor, examples.text_a, examples.text_b, examples.labels,
+        FLAGS.batch_size, training=training, seed=FLAGS.seed, static_shapes=static_shapes,
+    )
+
+
+def build_classifier(task, steps_hint):
+    """Backbone, tokenizer, head and optimizer; call inside the strategy scope."""
+    backbone, tokenizer = cli.build_backbone()
+    model = keras_hub.models.BertTextClassifier(
+        backbone, num_classes=task.num_classes, preprocessor=None
+    )
+    optimizer, steps_per_epoch = cli.prepare_for_training(model, *steps_hint)
+    if task.is_regression:
+        loss, train_metrics = keras.losses.MeanSquaredError(), []
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        train_metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    model.compile(optimizer=optimizer, loss=loss, metrics=train_metrics)
+    return model, tokenizer, steps_per_epoch
+
+
+def train_and_evaluate(strategy):
+    """The whole run; returns the final dev metrics per split."""
+    task = glue.get_task(FLAGS.task)
+    static_shapes = distribute.needs_static_shapes(strategy)
+    train = read_split(task, "train", FLAGS.max_train_examples)
+    dev = {split: read_split(task, split, FLAGS.max_eval_examples) for split in task.dev_splits}
+    with strategy.scope():
+        model, tokenizer, steps_per_epoch = build_classifier(
+            task, (len(train), static_shapes))
+    preprocessor = make_preprocessor(tokenizer, FLAGS.max_seq_length)
+    train_set = to_dataset(preprocessor, train, True, static_shapes)
+    evaluation = GlueEvaluation(task, {
+        split: (to_dataset(preprocessor, examples, False, static_shapes), examples.labels)
+        for split, examples in dev.items()
+    })
+    callbacks = [
+        keras.callbacks.BackupAndRestore(cli.output_path("backup")),
+        evaluation,
+        keras.callbacks.ModelCheckpoint(
+            cli.output_path("checkpoints", "epoch_{epoch:02d}.weights.h5"),
+            save_weights_only=True),
+        keras.callbacks.TensorBoard(cli.output_path("logs")),
+    ]
+    start = time.time()
+    model.fit(train_set, epochs=FLAGS.num_epochs, steps_per_epoch=steps_per_epoch,
+              callbacks=callbacks, verbose=2)
+    train_seconds = time.time() - start
+    write_json(cli.output_path("eval_results.json"), {
+        "task": task.name,
+        "tuning": FLAGS.tuning,
+        "init_from": FLAGS.init_from,
+        "train_examples": len(train),
+        "train_seconds": round(train_seconds, 1),
+        "dev": evaluation.results,
+    })
+    if FLAGS.tuning == "adapters":
+        save_adapter_weights(model, cli.output_path("adapter_weights.safetensors"))
+    export_text_classifier(
+        model, preprocessor, FLAGS.export_dir or cli.output_path("saved_model"),
+        is_pair=task.is_pair, is_regression=task.is_regression)
+    return evaluation.results
+
+
+def main(argv):
+    del argv
+    cli.validate_flags()
+    glue.get_task(FLAGS.task)
+    if FLAGS.data_source == "tsv" and not FLAGS.data_dir:
+        raise flags.ValidationError("--data_source=tsv needs --data_dir.")
+    os.makedirs(FLAGS.model_dir, exist_ok=True)
+    keras.utils.set_random_seed(FLAGS.seed)
+    strategy = cli.strategy_from_flags()
+    logging.info("%s with %d replica(s)", type(strategy).__name__,
+                 strategy.num_replicas_in_sync)
+    results = train_and_evaluate(strategy)
+    logging.info("Dev results: %s", results)
+    print({split: {k: round(v, 4) for k, v in scores.items()}
+           for split, scores in results.items()})
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,110 @@
+"""The BottleneckAdapter layer and AdapterConfig."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_adapters.adapter import BottleneckAdapter
+from keras_adapters.config import AdapterConfig
+
+
+def _build(d=384, **kwargs):
+    adapter = BottleneckAdapter(**kwargs)
+    adapter.build((None, None, d))
+    return adapter
+
+
+@pytest.mark.parametrize("d,m", [(384, 64), (768, 64), (16, 3)])
+def test_parameter_count_is_2md_plus_d_plus_m(d, m):
+    adapter = _build(d, adapter_size=m)
+    assert adapter.count_params() == 2 * m * d + d + m
+
+
+def test_reduction_factor_sets_bottleneck():
+    adapter = _build(384, reduction_factor=16)
+    assert adapter.bottleneck_dim == 24
+    assert adapter.count_params() == 2 * 24 * 384 + 384 + 24
+
+
+def test_init_is_truncated_normal_std_1e2_and_zero_biases():
+    keras.utils.set_random_seed(0)
+    adapter = _build(768, adapter_size=64)
+    kernels = np.concatenate([
+        adapter.down_projection.kernel.numpy().ravel(),
+        adapter.up_projection.kernel.numpy().ravel(),
+    ])
+    # A normal truncated at 2 std has std 0.8796 * sigma.
+    assert abs(kernels.std() - 0.8796e-2) < 2e-4
+    assert np.abs(kernels).max() <= 2e-2
+    assert np.abs(kernels).max() > 1.9e-2
+    assert not adapter.down_projection.bias.numpy().any()
+    assert not adapter.up_projection.bias.numpy().any()
+
+
+def test_computes_h_plus_up_act_down_h():
+    keras.utils.set_random_seed(1)
+    adapter = _build(8, adapter_size=3, activation="relu", initializer_std=0.5)
+    h = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+    down, up = adapter.down_projection, adapter.up_projection
+    expected = h + (np.maximum(h @ down.kernel.numpy() + down.bias.numpy(), 0)
+                    @ up.kernel.numpy() + up.bias.numpy())
+    np.testing.assert_allclose(adapter(h), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_zero_init_is_exact_identity():
+    adapter = _build(8, adapter_size=4, initializer_std=0.0)
+    h = np.random.default_rng(0).normal(size=(3, 8)).astype("float32")
+    assert np.array_equal(adapter(h), h)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {}, {"adapter_size": 4, "reduction_factor": 2}, {"adapter_size": 0},
+    {"adapter_size": 4, "initializer_std": -1.0},
+])
+def test_bad_sizes_raise(kwargs):
+    with pytest.raises(ValueError):
+        BottleneckAdapter(**kwargs)
+
+
+def test_keras_round_trip_in_a_functional_model(tmp_path):
+    inputs = keras.Input((None, 8))
+    model = keras.Model(inputs, BottleneckAdapter(adapter_size=4, initializer_std=0.3)(inputs))
+    path = str(tmp_path / "adapter.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    h = np.random.default_rng(0).normal(size=(2, 3, 8)).astype("float32")
+    np.testing.assert_array_equal(model(h), restored(h))
+    assert restored.layers[-1].get_config() == model.layers[-1].get_config()
+
+
+def test_works_in_a_subclassed_model():
+    class Tagger(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.adapter = BottleneckAdapter(adapter_size=2)
+            self.head = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.head(self.adapter(x))
+
+    model = Tagger()
+    model.compile(optimizer="adam", loss="mse")
+    x = np.ones((4, 6), "float32")
+    model.fit(x, np.zeros((4, 3), "float32"), epochs=1, verbose=0)
+    assert len(model.trainable_weights) == 6
+
+
+def test_config_json_round_trip_and_validation():
+    config = AdapterConfig(adapter_size=None, reduction_factor=8, placement="pfeiffer",
+                           leave_out=(3, 1, 1))
+    assert config.leave_out == (1, 3)
+    assert AdapterConfig.from_json(config.to_json()) == config
+    assert json.loads(config.to_json())["placement"] == "pfeiffer"
+    with pytest.raises(ValueError, match="placement"):
+        AdapterConfig(placement="middle")
+    with pytest.raises(ValueError, match="exactly one"):
+        AdapterConfig(adapter_size=8, reduction_factor=8)
+    with pytest.raises(ValueError, match="negative"):
+        AdapterConfig(leave_out=(-1,))

@@ -1,0 +1,173 @@
+"""add_adapters, AdapterDrop and freezing on keras-hub BERT backbones."""
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_adapters.backbone import AdapterBertBackbone, add_adapters
+from keras_adapters.config import AdapterConfig
+from keras_adapters.freezing import count_parameters, freeze_for_adapter_tuning
+
+HIDDEN, LAYERS = 16, 3
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    keras.utils.set_random_seed(0)
+    return keras_hub.models.BertBackbone(
+        vocabulary_size=50, num_layers=LAYERS, num_heads=2, hidden_dim=HIDDEN,
+        intermediate_dim=32, max_sequence_length=24, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    rng = np.random.default_rng(0)
+    mask = np.ones((3, 12), "int32")
+    mask[1, 7:] = 0
+    return {
+        "token_ids": rng.integers(0, 50, (3, 12)).astype("int32") * mask,
+        "segment_ids": np.concatenate([np.zeros((3, 6)), np.ones((3, 6))], 1).astype("int32"),
+        "padding_mask": mask,
+    }
+
+
+def _outputs(model, inputs):
+    return {k: np.asarray(v) for k, v in model(inputs, training=False).items()}
+
+
+def test_zero_initialised_adapters_are_bit_identical(backbone, inputs):
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size=4, initializer_std=0.0))
+    expected, actual = _outputs(backbone, inputs), _outputs(adapted, inputs)
+    for key in expected:
+        assert np.array_equal(expected[key], actual[key]), key
+
+
+def test_pretrained_weights_are_copied_exactly(backbone):
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size=4))
+    source = {w.path: w.numpy() for w in backbone.weights}
+    target = {w.path: w.numpy() for w in adapted.weights}
+    for path, value in source.items():
+        assert np.array_equal(target[path], value), path
+    assert isinstance(adapted, keras_hub.models.BertBackbone)
+
+
+@pytest.mark.parametrize("placement,per_layer", [("houlsby", 2), ("pfeiffer", 1)])
+def test_placement_and_parameter_counts(backbone, placement, per_layer):
+    m = 4
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size=m, placement=placement))
+    assert len(adapted.adapters) == LAYERS * per_layer
+    counts = count_parameters(adapted)
+    assert counts.pretrained == backbone.count_params()
+    assert counts.total - counts.pretrained == LAYERS * per_layer * (2 * m * HIDDEN + HIDDEN + m)
+
+
+def test_leave_out_layers_get_no_adapters(backbone, inputs):
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size=4, leave_out=(0, 2)))
+    assert [bool(layer.adapters) for layer in adapted.transformer_layers] == [False, True, False]
+
+
+def test_adapters_change_outputs_and_adapter_drop_all_equals_backbone(backbone, inputs):
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size=4, initializer_std=0.5))
+    plain = _outputs(backbone, inputs)["sequence_output"]
+    assert np.abs(_outputs(adapted, inputs)["sequence_output"] - plain).max() > 1e-3
+    adapted.set_drop_first_n(LAYERS)
+    assert np.array_equal(_outputs(adapted, inputs)["sequence_output"], plain)
+
+
+def test_adapter_drop_equals_model_without_those_adapters(backbone, inputs):
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size=4, initializer_std=0.5))
+    reference = add_adapters(backbone, AdapterConfig(adapter_size=4, leave_out=(0, 1)))
+    for layer, twin in zip(adapted.transformer_layers[2:], reference.transformer_layers[2:]):
+        for a, b in zip(layer.adapters, twin.adapters):
+            b.set_weights(a.get_weights())
+    adapted.set_drop_first_n(2)
+    np.testing.assert_array_equal(
+        _outputs(adapted, inputs)["sequence_output"],
+        _outputs(reference, inputs)["sequence_output"])
+
+
+def test_drop_first_n_applies_inside_compiled_functions(backbone, inputs):
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size=4, initializer_std=0.5))
+    compiled = tf.function(lambda: adapted(inputs, training=False)["sequence_output"])
+    with_adapters = compiled().numpy()
+    adapted.set_drop_first_n(LAYERS)
+    without = compiled().numpy()
+    expected = tf.function(lambda: backbone(inputs, training=False)["sequence_output"])()
+    assert np.abs(with_adapters - without).max() > 1e-3
+    np.testing.assert_array_equal(without, expected)
+
+
+@pytest.mark.parametrize("n", [-1, LAYERS + 1, 1.5])
+def test_bad_drop_first_n_raises(backbone, n):
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size=4))
+    with pytest.raises(ValueError, match="drop_first_n"):
+        adapted.set_drop_first_n(n)
+
+
+def test_add_adapters_rejects_adapted_or_foreign_models(backbone):
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size=4))
+    with pytest.raises(ValueError, match="already"):
+        add_adapters(adapted)
+    with pytest.raises(TypeError):
+        add_adapters(keras.Sequential([keras.layers.Dense(2)]))
+
+
+def test_keras_round_trip_keeps_outputs_and_drop_first_n(backbone, inputs, tmp_path):
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size=4, initializer_std=0.5),
+                           drop_first_n=1)
+    classifier = keras_hub.models.BertTextClassifier(adapted, num_classes=3, preprocessor=None)
+    path = str(tmp_path / "classifier.keras")
+    classifier.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored.backbone, AdapterBertBackbone)
+    assert restored.backbone.drop_first_n == 1
+    np.testing.assert_array_equal(restored.predict(inputs, verbose=0),
+                                  classifier.predict(inputs, verbose=0))
+
+
+def _classifier(backbone):
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size=4))
+    model = keras_hub.models.BertTextClassifier(adapted, num_classes=2, preprocessor=None)
+    counts = freeze_for_adapter_tuning(model)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model, counts
+
+
+def test_freezing_trains_only_adapters_layer_norms_and_head(backbone):
+    model, counts = _classifier(backbone)
+    trainable = {w.path for w in model.trainable_weights}
+    expected = {w.path for a in model.backbone.adapters for w in a.weights}
+    expected |= {w.path for w in model.backbone.weights if "layer_norm" in w.path}
+    expected |= {"logits/kernel", "logits/bias"}
+    assert trainable == expected
+    assert counts.trainable == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert 0 < counts.trainable_percent < 100
+
+
+def test_training_step_moves_only_trainable_weights(backbone, inputs):
+    model, _ = _classifier(backbone)
+    before = {w.path: w.numpy().copy() for w in model.weights}
+    trainable = {w.path for w in model.trainable_weights}
+    model.fit(inputs, np.array([0, 1, 1]), epochs=2, verbose=0)
+    for weight in model.weights:
+        changed = not np.array_equal(before[weight.path], weight.numpy())
+        if weight.path in trainable:
+            if "adapter" in weight.path or weight.path.startswith("logits"):
+                assert changed, f"{weight.path} did not train"
+        else:
+            assert not changed, f"frozen {weight.path} changed"
+
+
+def test_mirrored_strategy_over_two_cpus(backbone, inputs):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model, _ = _classifier(backbone)
+    before = model.backbone.adapters[0].up_projection.kernel.numpy().copy()
+    frozen = model.backbone.token_embedding.embeddings.numpy().copy()
+    model.fit({k: np.tile(v, (2, 1)) for k, v in inputs.items()},
+              np.array([0, 1, 1, 0, 1, 1]), batch_size=6, epochs=1, verbose=0)
+    assert not np.array_equal(before, model.backbone.adapters[0].up_projection.kernel.numpy())
+    assert np.array_equal(frozen, model.backbone.token_embedding.embeddings.numpy())

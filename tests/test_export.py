@@ -1,0 +1,57 @@
+"""SavedModel export: raw text in, the in-Python model's outputs out."""
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
+
+from keras_adapters.backbone import add_adapters
+from keras_adapters.config import AdapterConfig
+from keras_adapters.export import export_text_classifier
+from keras_adapters.pipeline import make_preprocessor, tokenize
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a cat dog sat on mat big".split()
+A = ["the cat sat on the mat", "a big dog", ""]
+B = ["the dog", "a cat sat", "big"]
+
+
+@pytest.mark.parametrize("is_pair,is_regression", [(True, False), (False, False), (True, True)])
+def test_export_matches_the_model(tmp_path, is_pair, is_regression):
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(VOCAB), num_layers=2, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, max_sequence_length=32)
+    model = keras_hub.models.BertTextClassifier(
+        add_adapters(backbone, AdapterConfig(adapter_size=2, initializer_std=0.3)),
+        num_classes=1 if is_regression else 3, preprocessor=None)
+    preprocessor = make_preprocessor(keras_hub.models.BertTokenizer(vocabulary=VOCAB), 32)
+    export_text_classifier(model, preprocessor, str(tmp_path / "export"),
+                           is_pair=is_pair, is_regression=is_regression)
+
+    texts = {"sentence1": tf.constant(A)}
+    if is_pair:
+        texts["sentence2"] = tf.constant(B)
+    logits = model.predict(tokenize(preprocessor, *texts.values()), verbose=0)
+    serve = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"]
+    assert set(serve.structured_input_signature[1]) == set(texts)
+    outputs = serve(**texts)
+    if is_regression:
+        np.testing.assert_allclose(outputs["scores"], logits[:, 0], atol=1e-5)
+    else:
+        np.testing.assert_allclose(outputs["probabilities"], tf.nn.softmax(logits), atol=1e-5)
+
+
+def test_export_replaces_an_existing_export_atomically(tmp_path):
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(VOCAB), num_layers=1, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, max_sequence_length=32)
+    model = keras_hub.models.BertTextClassifier(backbone, num_classes=2, preprocessor=None)
+    preprocessor = make_preprocessor(keras_hub.models.BertTokenizer(vocabulary=VOCAB), 32)
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "stale.txt").write_text("old")
+    export_text_classifier(model, preprocessor, str(target), is_pair=False, is_regression=False)
+    assert (target / "saved_model.pb").exists() and not (target / "stale.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]

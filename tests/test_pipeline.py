@@ -1,0 +1,70 @@
+"""Tokenization, dynamic padding and batching."""
+
+import keras
+import keras_hub
+import numpy as np
+import tensorflow as tf
+
+from keras_adapters.pipeline import make_dataset, make_preprocessor, tokenize, trim_to_longest
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a cat dog sat on mat big".split()
+A = ["the cat sat on the mat", "a dog", "big big big big big big big big big big big"]
+B = ["the dog", "the big cat sat", "a"]
+
+
+def _preprocessor(length=40):
+    return make_preprocessor(keras_hub.models.BertTokenizer(vocabulary=VOCAB), length)
+
+
+def test_pairs_keep_both_segments():
+    features = tokenize(_preprocessor(), tf.constant(A), tf.constant(B))
+    ids = features["token_ids"].numpy()
+    segments = features["segment_ids"].numpy()
+    cls, sep = VOCAB.index("[CLS]"), VOCAB.index("[SEP]")
+    # Row 0: [CLS] the cat sat on the mat [SEP] the dog [SEP]
+    assert list(ids[0, :11]) == [cls, 5, 7, 9, 10, 5, 11, sep, 5, 8, sep]
+    assert list(segments[0, :11]) == [0] * 8 + [1] * 3
+    single = tokenize(_preprocessor(), tf.constant(A))
+    assert not single["segment_ids"].numpy().any()
+
+
+def test_trim_rounds_longest_up_to_multiple_and_keeps_padding_at_the_end():
+    features = tokenize(_preprocessor(64), tf.constant(A[:2]), tf.constant(B[:2]))
+    trimmed = trim_to_longest(features)
+    longest = int(features["padding_mask"].numpy().sum(1).max())
+    assert longest == 11
+    assert all(v.shape == (2, 16) for v in trimmed.values())
+    for name, value in features.items():
+        np.testing.assert_array_equal(trimmed[name], value[:, :16])
+        assert not value[:, 16:].numpy().any()
+
+
+def test_trimming_leaves_model_outputs_on_real_tokens_unchanged():
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(VOCAB), num_layers=2, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, max_sequence_length=64)
+    features = tokenize(_preprocessor(64), tf.constant(A), tf.constant(B))
+    full = backbone(features)["sequence_output"].numpy()
+    trimmed = backbone(trim_to_longest(features))["sequence_output"].numpy()
+    mask = features["padding_mask"].numpy().astype(bool)
+    np.testing.assert_allclose(trimmed[mask[:, :trimmed.shape[1]]], full[mask], atol=1e-5)
+
+
+def test_dataset_batches_labels_and_static_shapes():
+    labels = np.arange(10, dtype="int32")
+    texts = [A[i % 3] for i in range(10)]
+    pairs = [B[i % 3] for i in range(10)]
+    pre = _preprocessor(40)
+    dynamic = list(make_dataset(pre, texts, pairs, labels, 4))
+    assert [len(y) for _, y in dynamic] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate([y for _, y in dynamic]), labels)
+    assert all(x["token_ids"].shape[1] % 16 == 0 for x, _ in dynamic)
+    static = list(make_dataset(pre, texts, pairs, labels, 4, training=True, seed=3,
+                               static_shapes=True))
+    assert [x["token_ids"].shape for x, _ in static] == [(4, 40), (4, 40)]
+    shuffled = np.concatenate([y for _, y in static])
+    assert len(set(shuffled)) == 8 and list(shuffled) != list(range(8))
+    unlabelled = make_dataset(pre, texts, None, None, 4)
+    assert unlabelled.cardinality() == 3
+    assert set(next(iter(unlabelled))) == {"token_ids", "segment_ids", "padding_mask"}

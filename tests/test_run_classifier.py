@@ -1,0 +1,135 @@
+"""End to end: run_classifier.py on a slice of real MRPC, then its artefacts."""
+
+import json
+import subprocess
+import sys
+
+import keras_hub
+import numpy as np
+import pytest
+import sklearn.metrics
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the tokenizer ops for loading)
+from absl import flags
+from absl.testing import flagsaver
+
+import run_classifier  # noqa: F401  (defines the flags)
+from keras_adapters import cli, glue
+from keras_adapters.adapter_weights import load_adapter_weights
+from keras_adapters.backbone import add_adapters
+from keras_adapters.checkpoints import from_pretrained
+from keras_adapters.config import AdapterConfig
+from tests.conftest import GLUE_DIR, REPO_ROOT
+
+TRAIN, DEV = 64, 40
+COMMON = [f"--max_train_examples={TRAIN}", f"--max_eval_examples={DEV}", "--num_epochs=1",
+          "--batch_size=16", "--max_seq_length=64"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    if not GLUE_DIR.is_dir():
+        pytest.skip(f"real GLUE data not found at {GLUE_DIR}")
+    model_dir = tmp_path_factory.mktemp("mrpc")
+    command = [sys.executable, str(REPO_ROOT / "run_classifier.py"), "--task=mrpc",
+               f"--data_dir={GLUE_DIR}", f"--model_dir={model_dir}", *COMMON]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir
+
+
+def _dev_slice():
+    return glue.load_examples("mrpc", "dev", GLUE_DIR).head(DEV)
+
+
+def test_run_writes_every_artefact(finished_run):
+    for name in ("eval_results.json", "adapter_weights.safetensors", "saved_model",
+                 "checkpoints/epoch_01.weights.h5", "logs"):
+        assert (finished_run / name).exists(), name
+    results = json.loads((finished_run / "eval_results.json").read_text())
+    assert results["task"] == "mrpc" and results["train_examples"] == TRAIN
+    assert set(results["dev"]["dev"]) == {"f1", "accuracy"}
+
+
+def test_saved_model_reloads_in_a_fresh_process_and_reproduces_metrics(finished_run):
+    dev = _dev_slice()
+    serving = tf.saved_model.load(str(finished_run / "saved_model")).signatures["serving_default"]
+    probabilities = serving(sentence1=tf.constant(dev.text_a),
+                            sentence2=tf.constant(dev.text_b))["probabilities"].numpy()
+    assert probabilities.shape == (DEV, 2)
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
+    predictions = probabilities.argmax(1)
+    reported = json.loads((finished_run / "eval_results.json").read_text())["dev"]["dev"]
+    assert reported["accuracy"] == pytest.approx(
+        sklearn.metrics.accuracy_score(dev.labels, predictions))
+    assert reported["f1"] == pytest.approx(sklearn.metrics.f1_score(dev.labels, predictions))
+
+
+def test_adapter_weights_rebuild_the_exported_model(finished_run):
+    dev = _dev_slice()
+    backbone, tokenizer = from_pretrained()
+    model = keras_hub.models.BertTextClassifier(
+        add_adapters(backbone, AdapterConfig(adapter_size=64)), num_classes=2,
+        preprocessor=None)
+    load_adapter_weights(model, str(finished_run / "adapter_weights.safetensors"))
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=64)
+    features = preprocessor(x=(tf.constant(dev.text_a), tf.constant(dev.text_b)))
+    rebuilt = tf.nn.softmax(model.predict(features, verbose=0)).numpy()
+    serving = tf.saved_model.load(str(finished_run / "saved_model")).signatures["serving_default"]
+    exported = serving(sentence1=tf.constant(dev.text_a),
+                       sentence2=tf.constant(dev.text_b))["probabilities"].numpy()
+    np.testing.assert_allclose(rebuilt, exported, atol=1e-5)
+    # The adapters trained: the head is not at its zero-bias start.
+    assert np.abs(model.get_layer("logits").bias.numpy()).max() > 0
+
+
+def _parse(argv):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["run_classifier", *argv])
+
+
+# One process per MirroredStrategy: a second one in a process clashes on
+# collective keys (test_backbone.py already made one here).
+MIRRORED_STATIC_RUN = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from absl import app
+import run_classifier
+from keras_adapters import distribute
+distribute.needs_static_shapes = lambda strategy: True  # the TPU data path
+app.run(run_classifier.main, argv=sys.argv)
+"""
+
+
+def test_mirrored_strategy_with_static_shapes_runs_the_tpu_data_path(glue_dir, tmp_path):
+    command = [sys.executable, "-c", MIRRORED_STATIC_RUN, "--task=rte", f"--data_dir={glue_dir}",
+               f"--model_dir={tmp_path}", "--strategy=mirrored", "--devices=/cpu:0,/cpu:1",
+               "--drop_first_n=2", *COMMON]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MirroredStrategy with 2 replica(s)" in result.stderr
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert set(results["dev"]["dev"]) == {"accuracy"}
+    assert (tmp_path / "saved_model" / "saved_model.pb").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--adapter_size=0"], "adapter_size"),
+    (["--tuning=full", "--drop_first_n=1"], "drop_first_n"),
+    (["--strategy=tpu"], "--tpu"),
+    (["--batch_size=0"], "batch_size"),
+])
+def test_incompatible_flags_are_rejected(argv, message, tmp_path):
+    with flagsaver.flagsaver():
+        _parse([f"--model_dir={tmp_path}", *argv])
+        with pytest.raises(flags.ValidationError, match=message):
+            cli.validate_flags()
+
+
+def test_drop_first_n_must_leave_a_layer_to_train(tmp_path):
+    with flagsaver.flagsaver():
+        _parse([f"--model_dir={tmp_path}", "--drop_first_n=6"])
+        with pytest.raises(flags.ValidationError, match=r"\[0, 5\]"):
+            cli.build_backbone()
