@@ -11,7 +11,7 @@ setup(
         "Keras 3 and TensorFlow."
     ),
     packages=find_packages(include=["keras_adapters", "keras_adapters.*"]),
-    py_modules=["run_classifier"],
+    py_modules=["run_classifier", "run_squad"],
     python_requires=">=3.10",
     install_requires=[
         # TensorFlow and tensorflow-text must share a minor version, and

@@ -1,0 +1,162 @@
+r"""Train adapters (or the whole model) for SQuAD v1.1 extractive QA.
+
+Follows google-research/bert `run_squad.py`: windows of `--max_seq_length`
+tokens with `--doc_stride`, a span head, n-best decoding, and the official
+SQuAD v1.1 exact match and F1. Writes to `--model_dir`: checkpoints,
+TensorBoard logs, `predictions.json`, `nbest_predictions.json`,
+`eval_results.json` and, for adapters, `adapter_weights.safetensors`.
+
+  python run_squad.py --train_file=../shared/data/squad/train-v1.1-first44articles.json \
+      --predict_file=../shared/data/squad/dev-v1.1.json --model_dir=runs/squad_adapters
+"""
+
+import glob
+import json
+import os
+import time
+
+import keras
+import numpy as np
+from absl import app, flags, logging
+
+from keras_adapters import cli, distribute, squad, squad_postprocessing
+from keras_adapters.adapter_weights import save_adapter_weights
+from keras_adapters.atomic import write_json
+from keras_adapters.pipeline import trim_to_longest
+from keras_adapters.span_head import OUTPUTS, SPAN_LOSS_WEIGHTS, build_span_model, span_loss
+
+FLAGS = flags.FLAGS
+cli.define_flags()
+FLAGS.set_default("max_seq_length", 384)
+FLAGS.set_default("num_epochs", 2)
+flags.DEFINE_string("train_file", None, "SQuAD v1.1 JSON to train on.")
+flags.DEFINE_string("predict_file", None, "SQuAD v1.1 JSON to predict and score.")
+flags.DEFINE_enum("mode", "train_and_predict", ["train_and_predict", "predict"],
+                  "predict loads the latest checkpoint in --model_dir.")
+flags.DEFINE_integer("doc_stride", 128, "Tokens between the starts of context windows.")
+flags.DEFINE_integer("max_query_length", 64, "Question tokens kept.")
+flags.DEFINE_integer("n_best_size", 20, "Candidates per window and answers per question.")
+flags.DEFINE_integer("max_answer_length", 30, "Longest answer, in tokens.")
+flags.DEFINE_integer("max_train_examples", None, "Use only the first N training questions.")
+flags.DEFINE_integer("max_predict_examples", None, "Use only the first N questions to predict.")
+
+
+def read_features(path, training, limit, tokenizer):
+    examples = squad.read_squad(path, training=training)[:limit]
+    features = squad.convert_to_features(
+        examples, tokenizer, max_seq_length=FLAGS.max_seq_length, doc_stride=FLAGS.doc_stride,
+        max_query_length=FLAGS.max_query_length, training=training)
+    logging.info("%s: %d questions, %d windows", path, len(examples), len(features))
+    return examples, features
+
+
+def training_dataset(features, static_shapes):
+    """Batches with labels keyed like the model's outputs, trimmed unless static."""
+    dataset = squad.features_to_dataset(features, FLAGS.batch_size, training=True,
+                                        seed=FLAGS.seed)
+
+    def relabel(x, y):
+        x = x if static_shapes else trim_to_longest(x)
+        return x, {"start_logits": y["start_positions"], "end_logits": y["end_positions"]}
+
+    return dataset.map(relabel)
+
+
+def predict_logits(model, features):
+    """Start and end logits, float32 `(num_features, max_seq_length)` each.
+
+    Each batch runs trimmed to its longest window; its logits are padded back
+    with -inf, which post-processing never picks.
+    """
+    logits = {name: [] for name in OUTPUTS}
+    for x in squad.features_to_dataset(features, FLAGS.batch_size):
+        outputs = model.predict_on_batch(trim_to_longest(x))
+        for name in OUTPUTS:
+            value = np.asarray(outputs[name])
+            pad = FLAGS.max_seq_length - value.shape[1]
+            logits[name].append(np.pad(value, ((0, 0), (0, pad)), constant_values=-np.inf))
+    return tuple(np.concatenate(logits[name]) for name in OUTPUTS)
+
+
+def scored_subset(path, qas_ids):
+    """The SQuAD JSON at `path` restricted to `qas_ids`, for scoring a slice."""
+    with open(path, encoding="utf-8") as f:
+        dataset = json.load(f)
+    wanted = set(qas_ids)
+    for article in dataset["data"]:
+        for paragraph in article["paragraphs"]:
+            paragraph["qas"] = [qa for qa in paragraph["qas"] if qa["id"] in wanted]
+    return dataset
+
+
+def train(model, tokenizer, strategy):
+    static_shapes = distribute.needs_static_shapes(strategy)
+    _, features = read_features(FLAGS.train_file, True, FLAGS.max_train_examples, tokenizer)
+    with strategy.scope():
+        optimizer, steps_per_epoch = cli.prepare_for_training(model, len(features), static_shapes)
+        model.compile(optimizer=optimizer, loss=span_loss(), loss_weights=SPAN_LOSS_WEIGHTS)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(cli.output_path("backup")),
+        keras.callbacks.ModelCheckpoint(
+            cli.output_path("checkpoints", "epoch_{epoch:02d}.weights.h5"),
+            save_weights_only=True),
+        keras.callbacks.TensorBoard(cli.output_path("logs")),
+    ]
+    start = time.time()
+    model.fit(training_dataset(features, static_shapes), epochs=FLAGS.num_epochs,
+              steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2)
+    return time.time() - start
+
+
+def load_latest_checkpoint(model):
+    checkpoints = sorted(glob.glob(cli.output_path("checkpoints", "epoch_*.weights.h5")))
+    if not checkpoints:
+        raise FileNotFoundError(
+            f"--mode=predict found no checkpoints/epoch_*.weights.h5 in {FLAGS.model_dir}.")
+    logging.info("Loading %s", checkpoints[-1])
+    model.load_weights(checkpoints[-1])
+
+
+def predict_and_score(model, tokenizer):
+    examples, features = read_features(FLAGS.predict_file, False, FLAGS.max_predict_examples,
+                                       tokenizer)
+    start_logits, end_logits = predict_logits(model, features)
+    predictions, nbest = squad_postprocessing.predict_answers(
+        examples, features, start_logits, end_logits,
+        n_best_size=FLAGS.n_best_size, max_answer_length=FLAGS.max_answer_length)
+    squad_postprocessing.write_predictions(predictions, nbest, FLAGS.model_dir)
+    scores = squad_postprocessing.score_predictions(
+        scored_subset(FLAGS.predict_file, predictions), predictions)
+    return {**scores, "questions": len(examples), "windows": len(features)}
+
+
+def main(argv):
+    del argv
+    cli.validate_flags()
+    if FLAGS.mode == "train_and_predict" and not FLAGS.train_file:
+        raise flags.ValidationError("--mode=train_and_predict needs --train_file.")
+    if not FLAGS.predict_file:
+        raise flags.ValidationError("--predict_file is required.")
+    os.makedirs(FLAGS.model_dir, exist_ok=True)
+    keras.utils.set_random_seed(FLAGS.seed)
+    strategy = cli.strategy_from_flags()
+    logging.info("%s with %d replica(s)", type(strategy).__name__,
+                 strategy.num_replicas_in_sync)
+    with strategy.scope():
+        backbone, tokenizer = cli.build_backbone()
+        model = build_span_model(backbone)
+    results = {"tuning": FLAGS.tuning, "init_from": FLAGS.init_from}
+    if FLAGS.mode == "train_and_predict":
+        results["train_seconds"] = round(train(model, tokenizer, strategy), 1)
+        if FLAGS.tuning == "adapters":
+            save_adapter_weights(model, cli.output_path("adapter_weights.safetensors"))
+    else:
+        load_latest_checkpoint(model)
+    results.update(predict_and_score(model, tokenizer))
+    write_json(cli.output_path("eval_results.json"), results)
+    logging.info("Results: %s", results)
+    print({k: v for k, v in results.items() if k in ("exact_match", "f1", "questions")})
+
+
+if __name__ == "__main__":
+    app.run(main)

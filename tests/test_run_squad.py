@@ -1,0 +1,70 @@
+"""End to end: run_squad.py on slices of the real SQuAD files."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from keras_adapters.squad_postprocessing import score_predictions
+from tests.conftest import REPO_ROOT
+
+SQUAD_DIR = REPO_ROOT.parent / "shared" / "data" / "squad"
+DEV = SQUAD_DIR / "dev-v1.1.json"
+COMMON = ["--max_predict_examples=30", "--batch_size=16", "--max_seq_length=192",
+          f"--predict_file={DEV}"]
+
+
+def _run(model_dir, *argv):
+    command = [sys.executable, str(REPO_ROOT / "run_squad.py"), f"--model_dir={model_dir}",
+               *COMMON, *argv]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((model_dir / "eval_results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    if not SQUAD_DIR.is_dir():
+        pytest.skip(f"real SQuAD data not found at {SQUAD_DIR}")
+    model_dir = tmp_path_factory.mktemp("squad")
+    results = _run(model_dir, f"--train_file={SQUAD_DIR / 'train-v1.1-first44articles.json'}",
+                   "--max_train_examples=48", "--num_epochs=1")
+    return model_dir, results
+
+
+def test_predictions_json_is_official_and_rescoring_gives_the_reported_numbers(trained):
+    model_dir, results = trained
+    predictions = json.loads((model_dir / "predictions.json").read_text())
+    assert len(predictions) == results["questions"] == 30
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in predictions.items())
+    dev = json.loads(DEV.read_text())
+    for article in dev["data"]:
+        for paragraph in article["paragraphs"]:
+            paragraph["qas"] = [qa for qa in paragraph["qas"] if qa["id"] in predictions]
+            for qa in paragraph["qas"]:  # every answer is a span of its context
+                assert predictions[qa["id"]] in paragraph["context"]
+    rescored = score_predictions(dev, predictions)
+    assert rescored["exact_match"] == pytest.approx(results["exact_match"])
+    assert rescored["f1"] == pytest.approx(results["f1"])
+    nbest = json.loads((model_dir / "nbest_predictions.json").read_text())
+    assert all(entries[0]["text"] == predictions[q] for q, entries in nbest.items())
+    assert (model_dir / "adapter_weights.safetensors").exists()
+
+
+def test_predict_mode_reloads_the_checkpoint_and_reproduces_predictions(trained, tmp_path):
+    model_dir, results = trained
+    before = json.loads((model_dir / "predictions.json").read_text())
+    again = _run(model_dir, "--mode=predict")
+    assert json.loads((model_dir / "predictions.json").read_text()) == before
+    assert again["f1"] == pytest.approx(results["f1"])
+
+
+def test_predict_mode_without_checkpoint_fails_clearly(tmp_path):
+    if not SQUAD_DIR.is_dir():
+        pytest.skip(f"real SQuAD data not found at {SQUAD_DIR}")
+    command = [sys.executable, str(REPO_ROOT / "run_squad.py"), f"--model_dir={tmp_path}",
+               "--mode=predict", *COMMON]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "found no checkpoints" in result.stderr
