@@ -11,7 +11,6 @@ Example (the default: MRPC, all-MiniLM-L6-v2, adapters of size 64):
   python run_classifier.py --data_dir=../shared/data/glue --model_dir=/tmp/mrpc
 """
 
-import os
 import time
 
 import keras
@@ -103,17 +102,9 @@ def train_and_evaluate(strategy):
         split: (to_dataset(preprocessor, examples, False, static_shapes), examples.labels)
         for split, examples in dev.items()
     })
-    callbacks = [
-        keras.callbacks.BackupAndRestore(cli.output_path("backup")),
-        evaluation,
-        keras.callbacks.ModelCheckpoint(
-            cli.output_path("checkpoints", "epoch_{epoch:02d}.weights.h5"),
-            save_weights_only=True),
-        keras.callbacks.TensorBoard(cli.output_path("logs")),
-    ]
     start = time.time()
     model.fit(train_set, epochs=FLAGS.num_epochs, steps_per_epoch=steps_per_epoch,
-              callbacks=callbacks, verbose=2)
+              callbacks=cli.training_callbacks(evaluation), verbose=2)
     train_seconds = time.time() - start
     write_json(cli.output_path("eval_results.json"), {
         "task": task.name,
@@ -137,12 +128,7 @@ def main(argv):
     glue.get_task(FLAGS.task)
     if FLAGS.data_source == "tsv" and not FLAGS.data_dir:
         raise flags.ValidationError("--data_source=tsv needs --data_dir.")
-    os.makedirs(FLAGS.model_dir, exist_ok=True)
-    keras.utils.set_random_seed(FLAGS.seed)
-    strategy = cli.strategy_from_flags()
-    logging.info("%s with %d replica(s)", type(strategy).__name__,
-                 strategy.num_replicas_in_sync)
-    results = train_and_evaluate(strategy)
+    results = train_and_evaluate(cli.start_run())
     logging.info("Dev results: %s", results)
     print({split: {k: round(v, 4) for k, v in scores.items()}
            for split, scores in results.items()})

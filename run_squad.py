@@ -12,10 +12,8 @@ TensorBoard logs, `predictions.json`, `nbest_predictions.json`,
 
 import glob
 import json
-import os
 import time
 
-import keras
 import numpy as np
 from absl import app, flags, logging
 
@@ -95,21 +93,15 @@ def train(model, tokenizer, strategy):
     with strategy.scope():
         optimizer, steps_per_epoch = cli.prepare_for_training(model, len(features), static_shapes)
         model.compile(optimizer=optimizer, loss=span_loss(), loss_weights=SPAN_LOSS_WEIGHTS)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(cli.output_path("backup")),
-        keras.callbacks.ModelCheckpoint(
-            cli.output_path("checkpoints", "epoch_{epoch:02d}.weights.h5"),
-            save_weights_only=True),
-        keras.callbacks.TensorBoard(cli.output_path("logs")),
-    ]
     start = time.time()
     model.fit(training_dataset(features, static_shapes), epochs=FLAGS.num_epochs,
-              steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2)
+              steps_per_epoch=steps_per_epoch, callbacks=cli.training_callbacks(), verbose=2)
     return time.time() - start
 
 
 def load_latest_checkpoint(model):
-    checkpoints = sorted(glob.glob(cli.output_path("checkpoints", "epoch_*.weights.h5")))
+    pattern = cli.CHECKPOINT_PATTERN.replace("{epoch:02d}", "*")
+    checkpoints = sorted(glob.glob(cli.output_path("checkpoints", pattern)))
     if not checkpoints:
         raise FileNotFoundError(
             f"--mode=predict found no checkpoints/epoch_*.weights.h5 in {FLAGS.model_dir}.")
@@ -137,11 +129,7 @@ def main(argv):
         raise flags.ValidationError("--mode=train_and_predict needs --train_file.")
     if not FLAGS.predict_file:
         raise flags.ValidationError("--predict_file is required.")
-    os.makedirs(FLAGS.model_dir, exist_ok=True)
-    keras.utils.set_random_seed(FLAGS.seed)
-    strategy = cli.strategy_from_flags()
-    logging.info("%s with %d replica(s)", type(strategy).__name__,
-                 strategy.num_replicas_in_sync)
+    strategy = cli.start_run()
     with strategy.scope():
         backbone, tokenizer = cli.build_backbone()
         model = build_span_model(backbone)

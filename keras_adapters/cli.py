@@ -3,6 +3,7 @@
 import math
 import os
 
+import keras
 from absl import flags, logging
 
 from keras_adapters import distribute
@@ -14,6 +15,7 @@ from keras_adapters.optimization import create_optimizer
 
 FLAGS = flags.FLAGS
 DEFAULT_LEARNING_RATES = {"adapters": 1e-3, "full": 5e-5}
+CHECKPOINT_PATTERN = "epoch_{epoch:02d}.weights.h5"  # under <model_dir>/checkpoints
 
 
 def define_flags():
@@ -80,6 +82,27 @@ def adapter_config_from_flags():
 def strategy_from_flags():
     """The `tf.distribute.Strategy` named by `--strategy`."""
     return distribute.get_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.devices)
+
+
+def start_run():
+    """Create `--model_dir`, seed everything, and return the strategy."""
+    os.makedirs(FLAGS.model_dir, exist_ok=True)
+    keras.utils.set_random_seed(FLAGS.seed)
+    strategy = strategy_from_flags()
+    logging.info("%s with %d replica(s)", type(strategy).__name__,
+                 strategy.num_replicas_in_sync)
+    return strategy
+
+
+def training_callbacks(*extra):
+    """Resume-after-kill backup, `extra` callbacks, per-epoch weights, TensorBoard."""
+    return [
+        keras.callbacks.BackupAndRestore(output_path("backup")),
+        *extra,
+        keras.callbacks.ModelCheckpoint(
+            output_path("checkpoints", CHECKPOINT_PATTERN), save_weights_only=True),
+        keras.callbacks.TensorBoard(output_path("logs")),
+    ]
 
 
 def build_backbone():
