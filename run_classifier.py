@@ -60,11 +60,13 @@ class GlueEvaluation(keras.callbacks.Callback):
 
 
 def read_split(task, split, limit):
+    """The first `limit` (None: all) examples of a split, from `--data_source`."""
     examples = glue.load_examples(task, split, FLAGS.data_dir, source=FLAGS.data_source)
     return examples.head(limit) if limit else examples
 
 
 def to_dataset(preprocessor, examples, training, static_shapes):
+    """A batched `(features, labels)` dataset of `examples` (see `make_dataset`)."""
     return make_dataset(
         preprocessor, examples.text_a, examples.text_b, examples.labels,
         FLAGS.batch_size, training=training, seed=FLAGS.seed, static_shapes=static_shapes,

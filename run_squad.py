@@ -40,6 +40,10 @@ flags.DEFINE_integer("max_predict_examples", None, "Use only the first N questio
 
 
 def read_features(path, training, limit, tokenizer):
+    """The first `limit` (None: all) questions of a SQuAD file and their windows.
+
+    Raises `squad.SquadFormatError` naming the file, JSON location and field.
+    """
     examples = squad.read_squad(path, training=training)[:limit]
     features = squad.convert_to_features(
         examples, tokenizer, max_seq_length=FLAGS.max_seq_length, doc_stride=FLAGS.doc_stride,
@@ -88,6 +92,7 @@ def scored_subset(path, qas_ids):
 
 
 def train(model, tokenizer, strategy):
+    """Freeze (adapters), compile and fit on `--train_file`; returns seconds."""
     static_shapes = distribute.needs_static_shapes(strategy)
     _, features = read_features(FLAGS.train_file, True, FLAGS.max_train_examples, tokenizer)
     with strategy.scope():
@@ -100,6 +105,11 @@ def train(model, tokenizer, strategy):
 
 
 def load_latest_checkpoint(model):
+    """Load the newest per-epoch weights of `--model_dir` (for `--mode=predict`).
+
+    Raises:
+        FileNotFoundError: if `--model_dir` has no checkpoint.
+    """
     pattern = cli.CHECKPOINT_PATTERN.replace("{epoch:02d}", "*")
     checkpoints = sorted(glob.glob(cli.output_path("checkpoints", pattern)))
     if not checkpoints:
@@ -110,6 +120,7 @@ def load_latest_checkpoint(model):
 
 
 def predict_and_score(model, tokenizer):
+    """Predict `--predict_file`, write the prediction files, return official EM/F1 (%)."""
     examples, features = read_features(FLAGS.predict_file, False, FLAGS.max_predict_examples,
                                        tokenizer)
     start_logits, end_logits = predict_logits(model, features)
