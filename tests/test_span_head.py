@@ -3,7 +3,6 @@
 import keras
 import keras_hub
 import numpy as np
-import tensorflow as tf
 
 from keras_adapters.backbone import add_adapters
 from keras_adapters.config import AdapterConfig
@@ -45,7 +44,7 @@ def test_loss_is_the_mean_of_start_and_end_cross_entropies():
     labels = {"start_logits": np.array([2, 1]), "end_logits": np.array([4, 3])}
     outputs = model(inputs)
     expected = np.mean([
-        tf.keras.losses.sparse_categorical_crossentropy(
+        keras.losses.sparse_categorical_crossentropy(
             labels[k], outputs[k], from_logits=True).numpy().mean()
         for k in labels])
     assert np.isclose(model.evaluate(inputs, labels, verbose=0)[0], expected, rtol=1e-5)
