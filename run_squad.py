@@ -4,7 +4,9 @@ Follows google-research/bert `run_squad.py`: windows of `--max_seq_length`
 tokens with `--doc_stride`, a span head, n-best decoding, and the official
 SQuAD v1.1 exact match and F1. Writes to `--model_dir`: checkpoints,
 TensorBoard logs, `predictions.json`, `nbest_predictions.json`,
-`eval_results.json` and, for adapters, `adapter_weights.safetensors`.
+`eval_results.json`, for adapters `adapter_weights.safetensors`, and a
+SavedModel (`--export_dir`, default `<model_dir>/saved_model`) whose
+`serving_default` answers raw (`question`, `context`) strings.
 
   python run_squad.py --train_file=../shared/data/squad/train-v1.1-first44articles.json \
       --predict_file=../shared/data/squad/dev-v1.1.json --model_dir=runs/squad_adapters
@@ -17,10 +19,9 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from keras_adapters import cli, distribute, squad, squad_postprocessing
+from keras_adapters import cli, distribute, squad, squad_postprocessing, squad_serving
 from keras_adapters.adapter_weights import save_adapter_weights
 from keras_adapters.atomic import write_json
-from keras_adapters.pipeline import trim_to_longest
 from keras_adapters.span_head import OUTPUTS, SPAN_LOSS_WEIGHTS, build_span_model, span_loss
 
 FLAGS = flags.FLAGS
@@ -53,31 +54,31 @@ def read_features(path, training, limit, tokenizer):
 
 
 def training_dataset(features, static_shapes):
-    """Batches with labels keyed like the model's outputs, trimmed unless static."""
+    """Batches with labels keyed like the model's outputs."""
     dataset = squad.features_to_dataset(features, FLAGS.batch_size, training=True,
-                                        seed=FLAGS.seed)
-
-    def relabel(x, y):
-        x = x if static_shapes else trim_to_longest(x)
-        return x, {"start_logits": y["start_positions"], "end_logits": y["end_positions"]}
-
-    return dataset.map(relabel)
+                                        seed=FLAGS.seed, static_shapes=static_shapes)
+    return dataset.map(lambda x, y: (x, {"start_logits": y["start_positions"],
+                                         "end_logits": y["end_positions"]}))
 
 
 def predict_logits(model, features):
     """Start and end logits, float32 `(num_features, max_seq_length)` each.
 
-    Each batch runs trimmed to its longest window; its logits are padded back
-    with -inf, which post-processing never picks.
+    Windows run in batches sorted by length, each trimmed to its longest
+    window; the logits are padded back with -inf, which post-processing never
+    picks, and returned in feature order.
     """
+    order = np.argsort([f.padding_mask.sum() for f in features], kind="stable")
     logits = {name: [] for name in OUTPUTS}
-    for x in squad.features_to_dataset(features, FLAGS.batch_size):
-        outputs = model.predict_on_batch(trim_to_longest(x))
+    for x in squad.features_to_dataset([features[i] for i in order], FLAGS.batch_size):
+        outputs = model.predict_on_batch(x)
         for name in OUTPUTS:
             value = np.asarray(outputs[name])
             pad = FLAGS.max_seq_length - value.shape[1]
             logits[name].append(np.pad(value, ((0, 0), (0, pad)), constant_values=-np.inf))
-    return tuple(np.concatenate(logits[name]) for name in OUTPUTS)
+    unsorted = np.empty_like(order)
+    unsorted[order] = np.arange(len(order))
+    return tuple(np.concatenate(logits[name])[unsorted] for name in OUTPUTS)
 
 
 def scored_subset(path, qas_ids):
@@ -153,6 +154,11 @@ def main(argv):
         load_latest_checkpoint(model)
     results.update(predict_and_score(model, tokenizer))
     write_json(cli.output_path("eval_results.json"), results)
+    squad_serving.export_question_answerer(
+        model, tokenizer, FLAGS.export_dir or cli.output_path("saved_model"),
+        max_seq_length=FLAGS.max_seq_length, doc_stride=FLAGS.doc_stride,
+        max_query_length=FLAGS.max_query_length, n_best_size=FLAGS.n_best_size,
+        max_answer_length=FLAGS.max_answer_length)
     logging.info("Results: %s", results)
     print({k: v for k, v in results.items() if k in ("exact_match", "f1", "questions")})
 

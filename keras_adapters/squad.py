@@ -22,7 +22,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from keras_hub.src.tokenizers import word_piece_tokenizer as keras_hub_wordpiece
 
-from keras_adapters.pipeline import FEATURES
+from keras_adapters.pipeline import FEATURES, batch_by_length, trim_to_longest
 
 _CHUNK = 1024  # Texts tokenized per TensorFlow call.
 
@@ -176,6 +176,9 @@ class OffsetTokenizer:
     When normalization changes a word beyond dropping accents (e.g. "ﬁ", "…",
     no-break spaces), each of its pieces gets the whole word's span.
 
+    Attributes:
+        special_ids: `(cls, sep, pad)` token ids.
+
     Raises:
         ValueError: a tokenizer with `split=False` or `special_tokens_in_strings`.
     """
@@ -184,6 +187,8 @@ class OffsetTokenizer:
         if not tokenizer.split or tokenizer.special_tokens_in_strings:
             raise ValueError("Only tokenizers with split=True and "
                              "special_tokens_in_strings=False are supported.")
+        self.special_ids = (tokenizer.cls_token_id, tokenizer.sep_token_id,
+                            tokenizer.pad_token_id)
         self._lowercase = tokenizer.lowercase
         self._strip_accents = tokenizer.strip_accents
         self._patterns = (
@@ -213,7 +218,52 @@ class OffsetTokenizer:
                 for pair in self._tokenize(texts[i : i + _CHUNK])]
 
     def _tokenize(self, texts):
-        strings = tf.constant(texts, tf.string)
+        offsets_map, words, normalized, word_starts, ids, starts, ends = self._pieces(
+            tf.constant(texts, tf.string))
+        starts, ends = _realign(words, normalized, starts, ends)
+        starts, ends = _input_bytes(offsets_map, word_starts, starts, ends)
+        return [
+            (np.asarray(i, np.int32),
+             _char_index(text)[np.array([s, e], np.int64).T].astype(np.int32))
+            for text, i, s, e in zip(texts, ids.merge_dims(1, 2).to_list(),
+                                     starts.to_list(), ends.to_list())
+        ]
+
+    def tokenize_in_graph(self, strings):
+        """Tokenize a string tensor with TensorFlow ops only (for serving).
+
+        Same ids as `__call__`. Offsets are in UTF-8 bytes of the input. A
+        word whose normalization changes its byte length (accents, "ﬁ")
+        gives every one of its pieces the whole word's span, where `__call__`
+        maps accent-stripped words piece by piece.
+
+        Args:
+            strings: string tensor `(N,)`.
+
+        Returns:
+            `(ids, starts, ends)`: ragged `(N, None)` int32 ids and int64
+            `[start, end)` byte offsets.
+        """
+        offsets_map, words, normalized, word_starts, ids, starts, ends = self._pieces(strings)
+        word_of_piece = starts.values.value_rowids()
+        word_bytes = tf.strings.length(words.flat_values)
+        changed = tf.gather(word_bytes != tf.strings.length(normalized.flat_values),
+                            word_of_piece)
+        word_end = tf.gather(tf.cast(word_bytes, ends.dtype), word_of_piece)
+        starts = starts.with_flat_values(
+            tf.where(changed, tf.zeros_like(starts.flat_values), starts.flat_values))
+        ends = ends.with_flat_values(tf.where(changed, word_end, ends.flat_values))
+        starts, ends = _input_bytes(offsets_map, word_starts, starts, ends)
+        return ids.merge_dims(1, 2), starts, ends
+
+    def _pieces(self, strings):
+        """The TensorFlow steps: normalize, split words, fold, WordPiece.
+
+        Returns `(offsets_map or None, words, normalized_words, word_starts,
+        ids, piece_starts, piece_ends)`; piece offsets are bytes within the
+        normalized word.
+        """
+        offsets_map = None
         if self._strip_accents:
             strings, offsets_map = tf_text.normalize_utf8_with_offsets_map(strings, "NFD")
         words, word_starts, _ = tf_text.regex_split_with_offsets(strings, *self._patterns)
@@ -223,17 +273,16 @@ class OffsetTokenizer:
         if self._lowercase:
             normalized = tf_text.case_fold_utf8(normalized)
         ids, starts, ends = self._wordpiece.tokenize_with_offsets(normalized)
-        starts, ends = _realign(words, normalized, starts, ends)
-        starts = (starts + tf.expand_dims(word_starts, -1)).merge_dims(1, 2)
-        ends = (ends + tf.expand_dims(word_starts, -1)).merge_dims(1, 2)
-        if self._strip_accents:  # Bytes of the NFD text -> bytes of the input.
-            starts, ends = (_source_offsets(offsets_map, x) for x in (starts, ends))
-        return [
-            (np.asarray(i, np.int32),
-             _char_index(text)[np.array([s, e], np.int64).T].astype(np.int32))
-            for text, i, s, e in zip(texts, ids.merge_dims(1, 2).to_list(),
-                                     starts.to_list(), ends.to_list())
-        ]
+        return offsets_map, words, normalized, word_starts, ids, starts, ends
+
+
+def _input_bytes(offsets_map, word_starts, starts, ends):
+    """Piece offsets within words -> `(N, tokens)` byte offsets in the input."""
+    starts = (starts + tf.expand_dims(word_starts, -1)).merge_dims(1, 2)
+    ends = (ends + tf.expand_dims(word_starts, -1)).merge_dims(1, 2)
+    if offsets_map is not None:  # Bytes of the NFD text -> bytes of the input.
+        starts, ends = (_source_offsets(offsets_map, x) for x in (starts, ends))
+    return starts, ends
 
 
 def _realign(words, normalized, starts, ends):
@@ -253,11 +302,10 @@ def _realign(words, normalized, starts, ends):
 def _source_offsets(offsets_map, offsets):
     """`find_source_offsets` for ragged `(texts, tokens)` offsets.
 
-    Padded to dense: tf-text 2.20's ragged path fails on texts without tokens.
+    Padded to dense, with one spare column: tf-text 2.20 fails on texts
+    without tokens, ragged or as a dense tensor of width 0.
     """
-    dense = offsets.to_tensor()
-    if dense.shape[1] == 0:
-        return offsets
+    dense = tf.pad(offsets.to_tensor(), [[0, 0], [0, 1]])
     source = tf_text.find_source_offsets(offsets_map, tf.cast(dense, tf.int64))
     return tf.RaggedTensor.from_tensor(source, lengths=offsets.row_lengths())
 
@@ -335,7 +383,6 @@ def convert_to_features(examples, tokenizer, max_seq_length=384, doc_stride=128,
     contexts = list(dict.fromkeys(e.context for e in examples))
     context_tokens = dict(zip(contexts, offset_tokenizer(contexts)))
     questions = offset_tokenizer(e.question for e in examples)
-    specials = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
     features = []
     for index, (example, (query, _)) in enumerate(zip(examples, questions)):
         query = query[:max_query_length]
@@ -351,7 +398,8 @@ def convert_to_features(examples, tokenizer, max_seq_length=384, doc_stride=128,
         best = max_context_windows(spans, len(ids))
         for window, span in enumerate(spans):
             features.append(_feature(index, example.qas_id, window, span, query, ids, offsets,
-                                     best == window, answer, max_seq_length, specials))
+                                     best == window, answer, max_seq_length,
+                                     offset_tokenizer.special_ids))
     return features
 
 
@@ -384,31 +432,43 @@ def _feature(index, qas_id, window, span, query, ids, offsets, is_best, answer, 
     )
 
 
-def features_to_dataset(features, batch_size, training=False, seed=None):
+def features_to_dataset(features, batch_size, training=False, seed=None, static_shapes=False):
     """A batched `tf.data.Dataset` of features, for Keras `fit` or `predict`.
 
     Args:
         features: list of `SquadFeature` of one `max_seq_length` L.
         batch_size: int.
         training: bool. Yield `(x, y)` with `y` the int32 `(batch,)`
-            `start_positions` and `end_positions`, reshuffled each epoch;
-            otherwise `x` only, in feature order.
+            `start_positions` and `end_positions`, reshuffled each epoch in
+            batches of similar length (`pipeline.batch_by_length`); otherwise
+            `x` only, in feature order.
         seed: int or None, the shuffle seed.
+        static_shapes: bool. Keep every batch at L, plainly shuffled with the
+            last partial training batch dropped (TPUs need it); otherwise cut
+            each batch with `pipeline.trim_to_longest`.
 
     Returns:
-        A dataset whose `x` is a dict of int32 `(batch, L)` `token_ids`,
-        `segment_ids` and `padding_mask`.
+        A dataset whose `x` is a dict of int32 `(batch, length)` `token_ids`,
+        `segment_ids` and `padding_mask`, `length` <= L.
     """
     x = {name: np.stack([getattr(f, name) for f in features]).astype(np.int32)
          for name in FEATURES}
     if not training:
-        return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        dataset = tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
+        if not static_shapes:
+            dataset = dataset.map(trim_to_longest)
+        return dataset.prefetch(tf.data.AUTOTUNE)
     y = {name: np.array([getattr(f, attr) for f in features], np.int32)
          for name, attr in (("start_positions", "start_position"),
                             ("end_positions", "end_position"))}
     dataset = tf.data.Dataset.from_tensor_slices((x, y))
-    dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if static_shapes:
+        dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size, drop_remainder=True)
+    else:
+        dataset = batch_by_length(dataset, batch_size, seed).map(
+            lambda x, y: (trim_to_longest(x), y))
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def answer_from_offsets(context, feature, start, end):

@@ -3,9 +3,16 @@
 import keras
 import keras_hub
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from keras_adapters.pipeline import make_dataset, make_preprocessor, tokenize, trim_to_longest
+from keras_adapters.pipeline import (
+    batch_by_length,
+    make_dataset,
+    make_preprocessor,
+    tokenize,
+    trim_to_longest,
+)
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a cat dog sat on mat big".split()
 A = ["the cat sat on the mat", "a dog", "big big big big big big big big big big big"]
@@ -68,3 +75,52 @@ def test_dataset_batches_labels_and_static_shapes():
     unlabelled = make_dataset(pre, texts, None, None, 4)
     assert unlabelled.cardinality() == 3
     assert set(next(iter(unlabelled))) == {"token_ids", "segment_ids", "padding_mask"}
+
+
+def _lengths_dataset(lengths, seq=64):
+    mask = (np.arange(seq)[None, :] < np.asarray(lengths)[:, None]).astype(np.int32)
+    ids = np.arange(len(lengths), dtype=np.int32)
+    return tf.data.Dataset.from_tensor_slices(({"padding_mask": mask}, ids))
+
+
+def _epoch(dataset):
+    return [(x["padding_mask"].numpy().sum(1), y.numpy()) for x, y in dataset]
+
+
+def test_batch_by_length_sees_every_example_once_in_similar_length_batches():
+    lengths = np.random.default_rng(0).integers(1, 65, size=403)
+    dataset = batch_by_length(_lengths_dataset(lengths), 8, seed=3, group_batches=10)
+    first, second = _epoch(dataset), _epoch(dataset)
+    assert int(dataset.cardinality()) == len(first) == 51  # ceil(403 / 8)
+    for epoch in (first, second):
+        ids = np.concatenate([y for _, y in epoch])
+        np.testing.assert_array_equal(np.sort(ids), np.arange(403))
+        for batch_lengths, y in epoch:
+            np.testing.assert_array_equal(batch_lengths, lengths[y])
+        assert sum(len(y) < 8 for _, y in epoch) == 1
+    assert not np.array_equal(first[0][1], second[0][1])  # Reshuffled each epoch.
+    np.testing.assert_array_equal(  # The same seed gives the same batches.
+        np.concatenate([y for _, y in _epoch(
+            batch_by_length(_lengths_dataset(lengths), 8, seed=3, group_batches=10))]),
+        np.concatenate([y for _, y in first]))
+    grouped = np.mean([lengths.max() for lengths, _ in first])
+    plain = np.mean([lengths[y].max() for y in np.array_split(
+        np.random.default_rng(1).permutation(403), 51)])
+    assert grouped < 0.7 * plain  # Batches are far shorter than random ones.
+
+
+def test_batch_by_length_feeds_every_epoch_of_fit():
+    lengths = np.random.default_rng(0).integers(1, 17, size=50)
+    dataset = batch_by_length(_lengths_dataset(lengths, seq=16), 8, seed=0, group_batches=2)
+    dataset = dataset.map(lambda x, y: (tf.cast(x["padding_mask"], tf.float32),
+                                        tf.cast(y, tf.float32)))
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    history = model.fit(dataset, epochs=3, steps_per_epoch=7, verbose=0)
+    assert len(history.history["loss"]) == 3
+
+
+def test_batch_by_length_rejects_unknown_cardinality():
+    dataset = _lengths_dataset([3, 4]).filter(lambda x, y: True)
+    with pytest.raises(ValueError, match="known cardinality"):
+        batch_by_length(dataset, 2)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the SavedModel's tokenizer ops)
 
 from keras_adapters.squad_postprocessing import score_predictions
 from tests.conftest import REPO_ROOT
@@ -50,6 +52,23 @@ def test_predictions_json_is_official_and_rescoring_gives_the_reported_numbers(t
     nbest = json.loads((model_dir / "nbest_predictions.json").read_text())
     assert all(entries[0]["text"] == predictions[q] for q, entries in nbest.items())
     assert (model_dir / "adapter_weights.safetensors").exists()
+
+
+def test_saved_model_answers_raw_text_like_predictions_json(trained):
+    model_dir, _ = trained
+    predictions = json.loads((model_dir / "predictions.json").read_text())
+    questions = {qa["id"]: (qa["question"], paragraph["context"])
+                 for article in json.loads(DEV.read_text())["data"]
+                 for paragraph in article["paragraphs"] for qa in paragraph["qas"]}
+    ids = sorted(predictions)
+    serve = tf.saved_model.load(str(model_dir / "saved_model")).signatures["serving_default"]
+    outputs = serve(question=tf.constant([questions[i][0] for i in ids]),
+                    context=tf.constant([questions[i][1] for i in ids]))
+    answers = [a.decode() for a in outputs["answer"].numpy()]
+    assert answers == [predictions[i] for i in ids]
+    for i, answer, start, end in zip(ids, answers, outputs["answer_start"].numpy(),
+                                     outputs["answer_end"].numpy()):
+        assert questions[i][1][start:end] == answer
 
 
 def test_predict_mode_reloads_the_checkpoint_and_reproduces_predictions(trained, tmp_path):

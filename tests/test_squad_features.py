@@ -269,10 +269,24 @@ def test_training_labels(tokenizer):
 def test_features_to_dataset(tokenizer):
     features = squad.convert_to_features([_synthetic(200, answer_at=170)], tokenizer, 64, 32,
                                          training=True)
-    x, y = next(iter(squad.features_to_dataset(features, 4, training=True, seed=1)))
+    assert len(features) == 6 and features[-1].padding_mask.sum() < 48
+    x, y = next(iter(squad.features_to_dataset(features, 4, training=True, seed=1,
+                                               static_shapes=True)))
     assert set(x) == {"token_ids", "segment_ids", "padding_mask"}
     assert all(v.shape == (4, 64) and v.dtype == tf.int32 for v in x.values())
     assert set(y) == {"start_positions", "end_positions"} and y["start_positions"].shape == (4,)
+    static = squad.features_to_dataset(features, 4, training=True, static_shapes=True)
+    assert [int(x["token_ids"].shape[0]) for x, _ in static] == [4]  # Remainder dropped.
+    trimmed = list(squad.features_to_dataset(features, 4, training=True, seed=1))
+    assert sorted(int(x["token_ids"].shape[0]) for x, _ in trimmed) == [2, 4]
+    rows = []
+    for x, y in trimmed:  # Each batch is cut to its longest window, rounded up to 16.
+        longest = int(tf.reduce_max(tf.reduce_sum(x["padding_mask"], 1)))
+        assert x["token_ids"].shape[1] == min(64, -(-longest // 16) * 16)
+        ids = np.pad(x["token_ids"].numpy(), ((0, 0), (0, 64 - x["token_ids"].shape[1])))
+        rows += zip(map(tuple, ids), y["start_positions"].numpy(), y["end_positions"].numpy())
+    expected = [(tuple(f.token_ids), f.start_position, f.end_position) for f in features]
+    assert sorted(rows) == sorted(expected)  # Every window once, with its own labels.
     batches = list(squad.features_to_dataset(features, 4))
     assert [b["token_ids"].shape[0] for b in batches] == [4, 2]
     np.testing.assert_array_equal(batches[0]["token_ids"][0], features[0].token_ids)
