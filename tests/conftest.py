@@ -5,8 +5,11 @@ import pathlib
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-# Real GLUE data in its original layout (see ../shared/data/README.md).
+# Real GLUE and SQuAD data in their original layout (see ../shared/data/README.md).
 GLUE_DIR = REPO_ROOT.parent / "shared" / "data" / "glue"
+SQUAD_DIR = REPO_ROOT.parent / "shared" / "data" / "squad"
+SQUAD_DEV = SQUAD_DIR / "dev-v1.1.json"
+SQUAD_TRAIN = SQUAD_DIR / "train-v1.1-first44articles.json"
 
 
 @pytest.fixture
@@ -16,6 +19,13 @@ def glue_dir() -> pathlib.Path:
         pytest.skip(f"real GLUE data not found at {GLUE_DIR}: expected the shared data "
                     "folder next to the repository (../shared/data/glue)")
     return GLUE_DIR
+
+
+def require_squad():
+    """Skip the calling test when the real SQuAD files are absent."""
+    if not SQUAD_DIR.is_dir():
+        pytest.skip(f"real SQuAD data not found at {SQUAD_DIR}: expected the shared data "
+                    "folder next to the repository (../shared/data/squad)")
 
 
 def _split_cpu_in_two():

@@ -15,10 +15,8 @@ import sys
 import pytest
 
 from keras_adapters import squad_postprocessing as sp
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, SQUAD_DEV, require_squad
 
-# Real SQuAD data in its original layout (see ../shared/data/README.md).
-SQUAD_DIR = REPO_ROOT.parent / "shared" / "data" / "squad"
 OFFICIAL_SCRIPT = REPO_ROOT / "tests" / "data" / "evaluate-v1.1.py"
 # Both sides sum the same per-question scores in the same order and only
 # scale differently (100 * (s / n) here, 100.0 * s / n in the script), so
@@ -29,11 +27,8 @@ TOLERANCE = 1e-9
 @pytest.fixture
 def squad_dev_file():
     """The real SQuAD v1.1 dev file; skips the test when it is absent."""
-    path = SQUAD_DIR / "dev-v1.1.json"
-    if not path.is_file():
-        pytest.skip(f"real SQuAD dev set not found at {path}: expected the shared data "
-                    "folder next to the repository (../shared/data/squad/dev-v1.1.json)")
-    return path
+    require_squad()
+    return SQUAD_DEV
 
 
 def _altered_answer(index, gold):

@@ -9,10 +9,8 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the SavedModel's tokenizer ops)
 
 from keras_adapters.squad_postprocessing import score_predictions
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, SQUAD_DEV as DEV, SQUAD_TRAIN, require_squad
 
-SQUAD_DIR = REPO_ROOT.parent / "shared" / "data" / "squad"
-DEV = SQUAD_DIR / "dev-v1.1.json"
 COMMON = ["--max_predict_examples=30", "--batch_size=16", "--max_seq_length=192",
           f"--predict_file={DEV}"]
 
@@ -27,10 +25,9 @@ def _run(model_dir, *argv):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    if not SQUAD_DIR.is_dir():
-        pytest.skip(f"real SQuAD data not found at {SQUAD_DIR}")
+    require_squad()
     model_dir = tmp_path_factory.mktemp("squad")
-    results = _run(model_dir, f"--train_file={SQUAD_DIR / 'train-v1.1-first44articles.json'}",
+    results = _run(model_dir, f"--train_file={SQUAD_TRAIN}",
                    "--max_train_examples=48", "--num_epochs=1")
     return model_dir, results
 
@@ -80,8 +77,7 @@ def test_predict_mode_reloads_the_checkpoint_and_reproduces_predictions(trained,
 
 
 def test_predict_mode_without_checkpoint_fails_clearly(tmp_path):
-    if not SQUAD_DIR.is_dir():
-        pytest.skip(f"real SQuAD data not found at {SQUAD_DIR}")
+    require_squad()
     command = [sys.executable, str(REPO_ROOT / "run_squad.py"), f"--model_dir={tmp_path}",
                "--mode=predict", *COMMON]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)

@@ -9,11 +9,7 @@ import tensorflow as tf
 
 from keras_adapters import squad
 from keras_adapters.checkpoints import from_pretrained
-from tests.conftest import REPO_ROOT
-
-SQUAD_DIR = REPO_ROOT.parent / "shared" / "data" / "squad"
-DEV = SQUAD_DIR / "dev-v1.1.json"
-TRAIN = SQUAD_DIR / "train-v1.1-first44articles.json"
+from tests.conftest import SQUAD_DEV as DEV, SQUAD_TRAIN as TRAIN, require_squad
 
 UNICODE_CASES = [
     "Café déjà vu, Frédéric!",
@@ -28,12 +24,6 @@ UNICODE_CASES = [
 ]
 
 
-def _require_squad():
-    if not SQUAD_DIR.is_dir():
-        pytest.skip(f"real SQuAD data not found at {SQUAD_DIR}: expected the shared data "
-                    "folder next to the repository (../shared/data/squad)")
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     return from_pretrained(load_weights=False)[1]
@@ -41,7 +31,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def dev_examples():
-    _require_squad()
+    require_squad()
     return squad.read_squad(DEV, training=True)
 
 
@@ -59,7 +49,7 @@ def _keras_hub_ids(tokenizer, texts):
 
 
 def test_read_real_files():
-    _require_squad()
+    require_squad()
     dev = squad.read_squad(DEV, training=False)
     train = squad.read_squad(TRAIN, training=True)
     assert (len(dev), len(train)) == (10_570, 11_877)
@@ -119,7 +109,7 @@ def test_missing_fields_and_empty_context(tmp_path):
 
 
 def test_token_ids_equal_keras_hub_on_real_contexts_and_unicode(tokenizer):
-    _require_squad()
+    require_squad()
     data = json.loads(DEV.read_text(encoding="utf-8"))["data"]
     texts = [p["context"] for a in data for p in a["paragraphs"]] + UNICODE_CASES
     ours = [list(ids) for ids, _ in squad.OffsetTokenizer(tokenizer)(texts)]

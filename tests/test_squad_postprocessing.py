@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from keras_adapters import squad_postprocessing as sp
+from tests.conftest import SQUAD_DEV, require_squad
 
-SQUAD_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad"
 MAX_SEQ_LENGTH = 32
 QUESTION_LENGTH = 3
 CONTEXT_START = QUESTION_LENGTH + 2  # [CLS] question [SEP]
@@ -297,11 +297,8 @@ def squad_json(*qas, context="unused"):
 
 @pytest.fixture(scope="module")
 def dev_path():
-    path = SQUAD_DIR / "dev-v1.1.json"
-    if not path.is_file():
-        pytest.skip(f"real SQuAD v1.1 dev set not found at {path}: expected the shared data "
-                    "folder next to the repository (../shared/data/squad)")
-    return path
+    require_squad()
+    return SQUAD_DEV
 
 
 @pytest.fixture(scope="module")

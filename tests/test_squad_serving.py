@@ -13,8 +13,10 @@ from keras_adapters import squad, squad_postprocessing, squad_serving
 from keras_adapters.backbone import add_adapters
 from keras_adapters.checkpoints import from_pretrained
 from keras_adapters.config import AdapterConfig
+from keras_adapters.freezing import find_adapter_backbone
 from keras_adapters.span_head import build_span_model
-from tests.test_squad_features import DEV, UNICODE_CASES, _require_squad
+from tests.conftest import SQUAD_DEV as DEV, require_squad
+from tests.test_squad_features import UNICODE_CASES
 
 SETTINGS = dict(max_seq_length=96, doc_stride=32, max_query_length=24, n_best_size=20,
                 max_answer_length=30)
@@ -39,7 +41,7 @@ def model(tokenizer):
 @pytest.fixture(scope="module")
 def dev_examples(tokenizer):
     """Dev questions whose contexts need one window and several, plus edge cases."""
-    _require_squad()
+    require_squad()
     examples = squad.read_squad(DEV, training=False)
     features = squad.convert_to_features(examples[:600], tokenizer, **_window_settings())
     windows = np.bincount([f.example_index for f in features])
@@ -127,16 +129,27 @@ def test_saved_model_serves_the_same_answers(model, tokenizer, tmp_path):
     questions = ["Where is the cat?", "What did the dog do?"]
     contexts = ["The cat sat on the mat near the door. " * 6, "The dog barked at the moon."]
     eager = _serve(model, tokenizer, questions, contexts)
+    backbone = find_adapter_backbone(model)
+    backbone.set_drop_first_n(2)  # No adapter runs.
+    try:
+        dropped = _serve(model, tokenizer, questions, contexts)
+    finally:
+        backbone.set_drop_first_n(0)
+    assert not np.allclose(dropped["score"], eager["score"], rtol=0, atol=1e-5)
     squad_serving.export_question_answerer(model, tokenizer, str(tmp_path / "qa"), **SETTINGS)
-    serve = tf.saved_model.load(str(tmp_path / "qa")).signatures["serving_default"]
+    signatures = tf.saved_model.load(str(tmp_path / "qa")).signatures
+    serve = signatures["serving_default"]
     assert set(serve.structured_input_signature[1]) == {"question", "context"}
-    served = serve(question=tf.constant(questions), context=tf.constant(contexts))
-    assert set(served) == set(eager)
-    for name, value in eager.items():
-        if value.dtype == tf.string:
-            assert served[name].numpy().tolist() == value.numpy().tolist()
-        else:
-            np.testing.assert_allclose(served[name], value, atol=1e-5)
+    texts = dict(question=tf.constant(questions), context=tf.constant(contexts))
+    for served, expected in ((serve(**texts), eager),
+                             (signatures["serving_adapter_drop"](
+                                 **texts, drop_first_n=tf.constant(2)), dropped)):
+        assert set(served) == set(expected)
+        for name, value in expected.items():
+            if value.dtype == tf.string:
+                assert served[name].numpy().tolist() == value.numpy().tolist()
+            else:
+                np.testing.assert_allclose(served[name], value, atol=1e-5)
 
 
 def test_export_rejects_settings_without_room_for_context(model, tokenizer, tmp_path):
