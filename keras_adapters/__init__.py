@@ -2,7 +2,12 @@
 
 from keras_adapters.adapter import BottleneckAdapter
 from keras_adapters.adapter_weights import load_adapter_weights, save_adapter_weights
-from keras_adapters.backbone import AdapterBertBackbone, AdapterTransformerEncoder, add_adapters
+from keras_adapters.backbone import (
+    AdapterBertBackbone,
+    AdapterDrop,
+    AdapterTransformerEncoder,
+    add_adapters,
+)
 from keras_adapters.checkpoints import DEFAULT_CHECKPOINT, from_pretrained
 from keras_adapters.config import AdapterConfig
 from keras_adapters.freezing import ParameterCounts, count_parameters, freeze_for_adapter_tuning
@@ -11,6 +16,7 @@ from keras_adapters.optimization import WarmupLinearDecay, create_optimizer
 __all__ = [
     "AdapterBertBackbone",
     "AdapterConfig",
+    "AdapterDrop",
     "AdapterTransformerEncoder",
     "BottleneckAdapter",
     "DEFAULT_CHECKPOINT",

@@ -7,6 +7,8 @@ residual add and layer norm. `AdapterTransformerEncoder` subclasses keras-hub's
 sub-layers, so the pretrained computation is reused untouched.
 """
 
+import contextlib
+
 import keras
 from keras import ops
 from keras_hub.models import BertBackbone
@@ -41,20 +43,119 @@ def get_hidden_activation(name):
     return HIDDEN_ACTIVATIONS[name]
 
 
-class _AdaptedSublayerOutput(keras.layers.Layer):
-    """Dropout, then the adapter unless the layer's adapters are dropped."""
+def _check_drop_first_n(n, num_layers):
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= num_layers:
+        raise ValueError(
+            f"drop_first_n must be an integer in [0, {num_layers}] "
+            f"(the number of layers); got {n!r}."
+        )
 
-    def __init__(self, dropout, adapter, active, **kwargs):
+
+@keras.saving.register_keras_serializable(package="keras_adapters")
+class AdapterDrop(keras.layers.Layer):
+    """Which transformer layers run their adapters: all but the lowest n.
+
+    AdapterDrop (Rücklé et al., 2021). Specialised AdapterDrop (§3) skips the
+    adapters of a fixed number n of lowest layers, in training and at
+    inference. Robust AdapterDrop (§4) draws n uniformly from
+    {0, ..., num_layers - 1} at every training step, so one model can then
+    run at any n. Both are this one gate, computed inside the graph: under
+    `tf.function`, any `tf.distribute` strategy and in SavedModels.
+
+    Args:
+        num_layers: int, transformer layers in the stack.
+        drop_first_n: int in [0, num_layers], n at inference, and in training
+            unless `robust`. Held in a non-trainable int32 weight
+            `drop_first_n`, so it can change without retracing.
+        robust: bool, draw n at every training step. Defaults to False.
+        seed: int or None, seeds the draws (a `keras.random.SeedGenerator`,
+            whose state is saved with the weights).
+
+    Call arguments:
+        inputs: any tensor; only places the layer in a functional graph.
+        training: bool. Draw n when `robust`.
+
+    Returns:
+        bool `(num_layers,)`: True where the layer runs its adapters.
+
+    Raises:
+        ValueError: if `drop_first_n` is not an integer in [0, num_layers].
+    """
+
+    def __init__(self, num_layers, drop_first_n=0, robust=False, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        _check_drop_first_n(drop_first_n, num_layers)
+        self.num_layers = num_layers
+        self.robust = robust
+        self.seed = seed
+        self.depth = self.add_weight(
+            shape=(),
+            dtype="int32",
+            initializer=keras.initializers.Constant(drop_first_n),
+            trainable=False,
+            name="drop_first_n",
+        )
+        self.seed_generator = keras.random.SeedGenerator(seed) if robust else None
+        self._override = None
+
+    @contextlib.contextmanager
+    def override(self, drop_first_n):
+        """Calls traced inside this context use `drop_first_n` as n.
+
+        For a serving signature that takes n as an input (Rücklé et al.,
+        §4: one robust model, the compute chosen at inference): trace the
+        model's call inside the context, with n a tensor input.
+
+        Args:
+            drop_first_n: int scalar tensor.
+        """
+        self._override = drop_first_n
+        try:
+            yield
+        finally:
+            self._override = None
+
+    def call(self, inputs, training=None):
+        if self._override is not None:
+            n = ops.cast(self._override, "int32")
+        elif self.robust and training:
+            n = keras.random.randint(
+                (), 0, self.num_layers, dtype="int32", seed=self.seed_generator
+            )
+        else:
+            n = ops.convert_to_tensor(self.depth)
+        return ops.greater_equal(ops.arange(self.num_layers, dtype="int32"), n)
+
+    def compute_output_spec(self, inputs, training=None):
+        return keras.KerasTensor((self.num_layers,), dtype="bool")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_layers": self.num_layers,
+                "drop_first_n": int(ops.convert_to_numpy(self.depth)),
+                "robust": self.robust,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+
+class _AdaptedSublayerOutput(keras.layers.Layer):
+    """Dropout, then the adapter unless AdapterDrop closes its gate."""
+
+    def __init__(self, dropout, adapter, **kwargs):
         super().__init__(**kwargs)
         self.dropout = dropout
         self.adapter = adapter
-        self.active = active
+        self.gate = None  # Set by AdapterTransformerEncoder.call for one call.
 
     def call(self, inputs, training=None):
         x = self.dropout(inputs, training=training)
-        return ops.cond(
-            ops.greater(self.active, 0), lambda: self.adapter(x), lambda: x
-        )
+        if self.gate is None:
+            return self.adapter(x)
+        return ops.cond(self.gate, lambda: self.adapter(x), lambda: x)
 
 
 @keras.saving.register_keras_serializable(package="keras_adapters")
@@ -66,10 +167,11 @@ class AdapterTransformerEncoder(TransformerEncoder):
             the plain encoder.
         **kwargs: `TransformerEncoder` arguments.
 
-    The layer owns a non-trainable int32 scalar `adapters_active`: 1 runs the
-    adapters, 0 skips them (AdapterDrop, Rücklé et al., 2021, §3). Skipping is
-    a `cond` in the graph, so it saves the adapters' compute and needs no
-    retracing.
+    Call arguments:
+        As `TransformerEncoder.call`, plus `adapter_gate`: a bool scalar
+        tensor, False to skip this layer's adapters (AdapterDrop), or None
+        (the default) to run them. Skipping is a `cond` in the graph: it
+        saves the adapters' compute and needs no retracing.
     """
 
     def __init__(self, adapter_config=None, **kwargs):
@@ -85,13 +187,6 @@ class AdapterTransformerEncoder(TransformerEncoder):
         if not self.has_adapters:
             return
         config = AdapterConfig.from_dict(self.adapter_config)
-        self.adapters_active = self.add_weight(
-            shape=(),
-            dtype="int32",
-            initializer="ones",
-            trainable=False,
-            name="adapters_active",
-        )
         sublayers = ["_feedforward_dropout"]
         if config.placement == "houlsby":
             sublayers.insert(0, "_self_attention_dropout")
@@ -104,20 +199,32 @@ class AdapterTransformerEncoder(TransformerEncoder):
             wrapped = _AdaptedSublayerOutput(
                 getattr(self, attr),
                 adapter,
-                self.adapters_active,
                 dtype=self.dtype_policy,
                 name=f"{name}_output",
             )
             setattr(self, attr, wrapped)
 
-    @property
-    def adapters(self):
-        """The layer's `BottleneckAdapter`s, lowest first."""
+    def call(self, inputs, *args, adapter_gate=None, **kwargs):
+        wrapped = self._wrapped_sublayers()
+        for sublayer in wrapped:
+            sublayer.gate = adapter_gate
+        try:
+            return super().call(inputs, *args, **kwargs)
+        finally:
+            for sublayer in wrapped:
+                sublayer.gate = None
+
+    def _wrapped_sublayers(self):
         return [
-            layer.adapter
+            layer
             for layer in (self._self_attention_dropout, self._feedforward_dropout)
             if isinstance(layer, _AdaptedSublayerOutput)
         ]
+
+    @property
+    def adapters(self):
+        """The layer's `BottleneckAdapter`s, lowest first."""
+        return [layer.adapter for layer in self._wrapped_sublayers()]
 
     def get_config(self):
         config = super().get_config()
@@ -145,8 +252,14 @@ class AdapterBertBackbone(BertBackbone):
         adapter_config: dict (`AdapterConfig.to_dict()`) or None for no
             adapters.
         drop_first_n: int in [0, num_layers]. AdapterDrop: the adapters of the
-            lowest n layers are skipped. Defaults to 0. Change it later with
+            lowest n layers are skipped (at inference, and in training unless
+            `robust_adapter_drop`). Defaults to 0. Change it later with
             `set_drop_first_n`.
+        robust_adapter_drop: bool. Robust AdapterDrop: every training step
+            skips the adapters of the lowest n layers, n drawn uniformly from
+            {0, ..., num_layers - 1} (Rücklé et al., 2021, §4). Defaults to
+            False.
+        seed: int or None, seeds those draws.
 
     Inputs and outputs are those of `BertBackbone`: int32 `token_ids`,
     `segment_ids` and `padding_mask` of shape `(batch, seq)`; float
@@ -167,11 +280,24 @@ class AdapterBertBackbone(BertBackbone):
         hidden_activation="gelu_approximate",
         adapter_config=None,
         drop_first_n=0,
+        robust_adapter_drop=False,
+        seed=None,
         dtype=None,
         **kwargs,
     ):
+        self.adapter_drop = None
         if adapter_config is not None:
             leave_out = set(AdapterConfig.from_dict(adapter_config).leave_out)
+            self.adapter_drop = AdapterDrop(
+                num_layers,
+                drop_first_n,
+                robust=robust_adapter_drop,
+                seed=seed,
+                dtype=dtype,
+                name="adapter_drop",
+            )
+        elif drop_first_n or robust_adapter_drop:
+            raise ValueError("AdapterDrop needs adapters: adapter_config is None.")
         self.token_embedding = keras.layers.ReversibleEmbedding(
             input_dim=vocabulary_size,
             output_dim=hidden_dim,
@@ -235,8 +361,13 @@ class AdapterBertBackbone(BertBackbone):
         x = self.embeddings_add((tokens, positions, segments))
         x = self.embeddings_layer_norm(x)
         x = self.embeddings_dropout(x)
-        for transformer_layer in self.transformer_layers:
-            x = transformer_layer(x, padding_mask=inputs["padding_mask"])
+        gates = None if self.adapter_drop is None else self.adapter_drop(x)
+        for index, transformer_layer in enumerate(self.transformer_layers):
+            x = transformer_layer(
+                x,
+                padding_mask=inputs["padding_mask"],
+                adapter_gate=None if gates is None else gates[index],
+            )
         cls_token_index = 0
         pooled_output = self.pooled_dense(x[:, cls_token_index, :])
         # Skip BertBackbone.__init__, which would build plain encoders.
@@ -258,33 +389,33 @@ class AdapterBertBackbone(BertBackbone):
         self.cls_token_index = cls_token_index
         self.hidden_activation = hidden_activation
         self.adapter_config = adapter_config
-        self.set_drop_first_n(drop_first_n)
+        self.robust_adapter_drop = robust_adapter_drop
+        self.seed = seed
 
     @property
     def drop_first_n(self):
         """AdapterDrop depth: the adapters of the lowest n layers are skipped."""
-        return self._drop_first_n
+        if self.adapter_drop is None:
+            return 0
+        return int(ops.convert_to_numpy(self.adapter_drop.depth))
 
     def set_drop_first_n(self, n):
         """Skip the adapters of the lowest `n` layers (Rücklé et al., §3).
 
-        Takes effect at once for training and inference, in eager and compiled
-        functions alike: no rebuild, no weight copy. `n = 0` runs every
-        adapter; `n = num_layers` computes exactly the backbone without
-        adapters.
+        Takes effect at once for inference, and for training unless
+        `robust_adapter_drop`, in eager and compiled functions alike: no
+        rebuild, no weight copy. `n = 0` runs every adapter; `n = num_layers`
+        computes exactly the backbone without adapters. Layer norms frozen
+        by `freeze_for_adapter_tuning` stay as they were.
 
         Raises:
-            ValueError: unless `0 <= n <= num_layers`.
+            ValueError: unless `0 <= n <= num_layers`, or if the backbone has
+                no adapters.
         """
-        if not isinstance(n, int) or not 0 <= n <= self.num_layers:
-            raise ValueError(
-                f"drop_first_n must be an integer in [0, {self.num_layers}] "
-                f"(the number of layers); got {n!r}."
-            )
-        for index, layer in enumerate(self.transformer_layers):
-            if layer.has_adapters:
-                layer.adapters_active.assign(int(index >= n))
-        self._drop_first_n = n
+        _check_drop_first_n(n, self.num_layers)
+        if self.adapter_drop is None:
+            raise ValueError("This backbone has no adapters to drop.")
+        self.adapter_drop.depth.assign(n)
 
     @property
     def adapters(self):
@@ -293,13 +424,9 @@ class AdapterBertBackbone(BertBackbone):
 
     @property
     def adapter_weights(self):
-        """The weights adapters add: their kernels, biases and AdapterDrop flags."""
-        flags = [
-            layer.adapters_active
-            for layer in self.transformer_layers
-            if layer.has_adapters
-        ]
-        return flags + [w for adapter in self.adapters for w in adapter.weights]
+        """The weights adapters add: their kernels and biases, and AdapterDrop's state."""
+        control = [] if self.adapter_drop is None else self.adapter_drop.weights
+        return control + [w for adapter in self.adapters for w in adapter.weights]
 
     def get_config(self):
         config = super().get_config()
@@ -308,6 +435,8 @@ class AdapterBertBackbone(BertBackbone):
                 "hidden_activation": self.hidden_activation,
                 "adapter_config": self.adapter_config,
                 "drop_first_n": self.drop_first_n,
+                "robust_adapter_drop": self.robust_adapter_drop,
+                "seed": self.seed,
             }
         )
         return config
@@ -352,7 +481,7 @@ def copy_weights(source, target):
     return sorted(targets)
 
 
-def add_adapters(backbone, config=None, drop_first_n=0):
+def add_adapters(backbone, config=None, drop_first_n=0, robust_adapter_drop=False, seed=None):
     """A copy of a BERT backbone with bottleneck adapters in its layers.
 
     Every transformer layer (except `config.leave_out`) gets an adapter after
@@ -369,6 +498,9 @@ def add_adapters(backbone, config=None, drop_first_n=0):
             houlsby placement).
         drop_first_n: int. Initial AdapterDrop depth; see
             `AdapterBertBackbone.set_drop_first_n`.
+        robust_adapter_drop: bool, draw the depth at every training step
+            (robust AdapterDrop); see `AdapterBertBackbone`.
+        seed: int or None, seeds those draws.
 
     Returns:
         An `AdapterBertBackbone` (a `BertBackbone` subclass) holding exact
@@ -389,6 +521,8 @@ def add_adapters(backbone, config=None, drop_first_n=0):
         hidden_activation=getattr(backbone, "hidden_activation", "gelu_approximate"),
         adapter_config=config.to_dict(),
         drop_first_n=drop_first_n,
+        robust_adapter_drop=robust_adapter_drop,
+        seed=seed,
         dtype=backbone.dtype_policy,
         name=backbone.name,
     )

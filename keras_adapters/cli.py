@@ -33,7 +33,11 @@ def define_flags():
     flags.DEFINE_enum("adapter_placement", "houlsby", list(PLACEMENTS),
                       "houlsby: after attention and FFN; pfeiffer: after FFN.")
     flags.DEFINE_integer("drop_first_n", 0,
-                         "AdapterDrop: no adapters in the lowest n layers.")
+                         "AdapterDrop: no adapters in the lowest n layers. With "
+                         "--robust_adapter_drop, the n used at evaluation and export.")
+    flags.DEFINE_bool("robust_adapter_drop", False,
+                      "Robust AdapterDrop: each training step drops the adapters of the "
+                      "lowest n layers, n drawn uniformly from 0..layers-1 (seeded by --seed).")
     flags.DEFINE_float("learning_rate", None,
                        "Peak learning rate. Default: 1e-3 (adapters), 5e-5 (full).")
     flags.DEFINE_integer("num_epochs", 4, "Training epochs.")
@@ -61,8 +65,9 @@ def validate_flags():
         if FLAGS.reduction_factor is not None and FLAGS.reduction_factor <= 0:
             raise flags.ValidationError(
                 f"--reduction_factor must be > 0; got {FLAGS.reduction_factor}.")
-    elif FLAGS.drop_first_n:
-        raise flags.ValidationError("--drop_first_n needs --tuning=adapters.")
+    elif FLAGS.drop_first_n or FLAGS.robust_adapter_drop:
+        raise flags.ValidationError(
+            "--drop_first_n and --robust_adapter_drop need --tuning=adapters.")
     for name in ("num_epochs", "batch_size", "max_seq_length"):
         if FLAGS[name].value <= 0:
             raise flags.ValidationError(f"--{name} must be > 0; got {FLAGS[name].value}.")
@@ -125,7 +130,8 @@ def build_backbone():
         raise flags.ValidationError(
             f"--drop_first_n must be in [0, {backbone.num_layers - 1}] for this "
             f"{backbone.num_layers}-layer backbone; got {FLAGS.drop_first_n}.")
-    return add_adapters(backbone, adapter_config_from_flags(), FLAGS.drop_first_n), tokenizer
+    return add_adapters(backbone, adapter_config_from_flags(), FLAGS.drop_first_n,
+                        robust_adapter_drop=FLAGS.robust_adapter_drop, seed=FLAGS.seed), tokenizer
 
 
 def prepare_for_training(model, num_examples, static_shapes):

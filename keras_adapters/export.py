@@ -4,15 +4,48 @@ import keras
 import tensorflow as tf
 
 from keras_adapters.atomic import atomic_path
+from keras_adapters.backbone import AdapterBertBackbone
 from keras_adapters.pipeline import tokenize, trim_to_longest
 
 SEGMENT_NAMES = ("sentence1", "sentence2")
+ADAPTER_DROP_SIGNATURE = "serving_adapter_drop"
 
 
 def _outputs(logits, is_regression):
     if is_regression:
         return {"scores": tf.squeeze(logits, axis=-1)}
     return {"probabilities": tf.nn.softmax(logits, axis=-1)}
+
+
+def add_adapter_drop_endpoint(archive, model, serve, input_signature):
+    """Add `serving_adapter_drop`: `serve` with `drop_first_n` as one more input.
+
+    Only for a model with adapters. `drop_first_n` (int32 scalar) is the
+    number of lowest layers whose adapters are skipped for the request: the
+    compute knob of robust AdapterDrop (Rücklé et al., 2021, §4).
+
+    Args:
+        archive: the `keras.export.ExportArchive` tracking `model`.
+        model: the Keras model `serve` calls.
+        serve: the serving function, taking `input_signature`.
+        input_signature: list of `tf.TensorSpec`, named.
+    """
+    backbones = [layer for layer in model._flatten_layers(include_self=True)
+                 if isinstance(layer, AdapterBertBackbone) and layer.adapter_drop is not None]
+    if not backbones:
+        return
+    adapter_drop = backbones[0].adapter_drop
+
+    def serve_with_depth(*inputs):
+        *inputs, drop_first_n = inputs
+        with adapter_drop.override(drop_first_n):
+            return serve(*inputs)
+
+    archive.add_endpoint(
+        ADAPTER_DROP_SIGNATURE,
+        serve_with_depth,
+        input_signature=[*input_signature, tf.TensorSpec([], tf.int32, name="drop_first_n")],
+    )
 
 
 def export_text_classifier(model, preprocessor, export_dir, *, is_pair, is_regression):
@@ -22,7 +55,11 @@ def export_text_classifier(model, preprocessor, export_dir, *, is_pair, is_regre
     `is_pair`): string tensors of shape `(batch,)`. It tokenizes them exactly
     as in training (the same keras-hub preprocessor and sequence length),
     runs the model and returns `probabilities`, float32 `(batch, classes)`,
-    or for regression `scores`, float32 `(batch,)`.
+    or for regression `scores`, float32 `(batch,)`. It runs the model's
+    AdapterDrop depth at export time.
+
+    A model with adapters also gets `serving_adapter_drop`, with one more
+    input `drop_first_n` (see `add_adapter_drop_endpoint`).
 
     Loading it needs `import tensorflow_text` (for the tokenizer's ops) before
     `tf.saved_model.load(export_dir)`.
@@ -47,5 +84,6 @@ def export_text_classifier(model, preprocessor, export_dir, *, is_pair, is_regre
     archive.track(model)
     archive.track(preprocessor)
     archive.add_endpoint("serving_default", serve, input_signature=signature)
+    add_adapter_drop_endpoint(archive, model, serve, signature)
     with atomic_path(export_dir) as temporary:
         archive.write_out(temporary, verbose=False)

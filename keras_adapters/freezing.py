@@ -52,14 +52,17 @@ def find_adapter_backbone(model):
     )
 
 
-def _set_trainable(layer, train_layer_norms):
+def _set_trainable(layer, train_adapters, train_layer_norms):
     """Set `trainable` on the leaves under `layer`, never on a container.
+
+    The flags decide for `BottleneckAdapter`s and `LayerNormalization`s;
+    every other leaf is frozen.
 
     Setting `trainable = False` on a container and re-enabling children leaves
     no trainable weight in Keras 3, so the decision is made leaf by leaf.
     """
     if isinstance(layer, BottleneckAdapter):
-        layer.trainable = True
+        layer.trainable = train_adapters
         return
     if isinstance(layer, keras.layers.LayerNormalization):
         layer.trainable = train_layer_norms
@@ -68,7 +71,7 @@ def _set_trainable(layer, train_layer_norms):
     if not children:
         layer.trainable = False
     for child in children:
-        _set_trainable(child, train_layer_norms)
+        _set_trainable(child, train_adapters, train_layer_norms)
 
 
 def _size(weights):
@@ -80,11 +83,9 @@ def count_parameters(model):
     backbone = find_adapter_backbone(model)
     adapter_ids = {id(w) for w in backbone.adapter_weights}
     pretrained = [w for w in backbone.weights if id(w) not in adapter_ids]
-    flags = {id(layer.adapters_active) for layer in backbone.transformer_layers
-             if layer.has_adapters}
     return ParameterCounts(
         trainable=_size(model.trainable_weights),
-        total=_size([w for w in model.weights if id(w) not in flags]),
+        total=_size([w for w in model.weights if "float" in w.dtype]),  # Not AdapterDrop's.
         pretrained=_size(pretrained),
     )
 
@@ -97,6 +98,11 @@ def freeze_for_adapter_tuning(model, train_layer_norms=None):
     trained. Every weight of `model` outside its backbone (the head) is left
     trainable; inside the backbone only `BottleneckAdapter` and (unless turned
     off) `LayerNormalization` weights train.
+
+    Under specialised AdapterDrop (`drop_first_n` n > 0, not robust) the
+    adapters and layer norms of the lowest n layers, and the embeddings'
+    layer norm, are frozen too: nothing below layer n trains, so no gradient
+    or optimizer slot is spent there. This reads `drop_first_n` when called.
 
     Args:
         model: an `AdapterBertBackbone`, or a model holding one (for example a
@@ -114,6 +120,11 @@ def freeze_for_adapter_tuning(model, train_layer_norms=None):
     if train_layer_norms is None:
         train_layer_norms = backbone.adapter_config["train_layer_norms"]
     model.trainable = True
+    below = set()
+    if not backbone.robust_adapter_drop and backbone.drop_first_n:
+        below = {id(backbone.embeddings_layer_norm)}
+        below |= {id(layer) for layer in backbone.transformer_layers[: backbone.drop_first_n]}
     for layer in backbone._flatten_layers(include_self=False, recursive=False):
-        _set_trainable(layer, train_layer_norms)
+        dropped = id(layer) in below
+        _set_trainable(layer, not dropped, train_layer_norms and not dropped)
     return count_parameters(model)

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from keras_adapters.atomic import atomic_path
+from keras_adapters.export import add_adapter_drop_endpoint
 from keras_adapters.squad import OffsetTokenizer
 
 _TIE_BREAK = 0.01  # BERT's max-context score: min(left, right) + 0.01 * length.
@@ -203,8 +204,10 @@ def export_question_answerer(model, tokenizer, export_dir, **settings):
     """Export a span model as a SavedModel that answers raw-text questions.
 
     Its `serving_default` signature takes `question` and `context`, string
-    tensors `(batch,)`, and returns the dict of `answer_questions`. Loading
-    it needs `import tensorflow_text` before `tf.saved_model.load`.
+    tensors `(batch,)`, and returns the dict of `answer_questions`. A model
+    with adapters also gets `serving_adapter_drop`, with one more input
+    `drop_first_n` (see `export.add_adapter_drop_endpoint`). Loading it needs
+    `import tensorflow_text` before `tf.saved_model.load`.
 
     Args:
         model: a span model from `span_head.build_span_model`.
@@ -230,5 +233,6 @@ def export_question_answerer(model, tokenizer, export_dir, **settings):
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", serve, input_signature=signature)
+    add_adapter_drop_endpoint(archive, model, serve, signature)
     with atomic_path(export_dir) as temporary:
         archive.write_out(temporary, verbose=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_adapters.backbone import AdapterBertBackbone, add_adapters
+from keras_adapters.backbone import AdapterBertBackbone, AdapterDrop, add_adapters
 from keras_adapters.config import AdapterConfig
 from keras_adapters.freezing import count_parameters, freeze_for_adapter_tuning
 
@@ -127,8 +127,8 @@ def test_keras_round_trip_keeps_outputs_and_drop_first_n(backbone, inputs, tmp_p
                                   classifier.predict(inputs, verbose=0))
 
 
-def _classifier(backbone):
-    adapted = add_adapters(backbone, AdapterConfig(adapter_size=4))
+def _classifier(backbone, **adapter_drop):
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size=4), **adapter_drop)
     model = keras_hub.models.BertTextClassifier(adapted, num_classes=2, preprocessor=None)
     counts = freeze_for_adapter_tuning(model)
     model.compile(optimizer=keras.optimizers.Adam(1e-2),
@@ -163,11 +163,77 @@ def test_training_step_moves_only_trainable_weights(backbone, inputs):
 
 def test_mirrored_strategy_over_two_cpus(backbone, inputs):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    with strategy.scope():
-        model, _ = _classifier(backbone)
-    before = model.backbone.adapters[0].up_projection.kernel.numpy().copy()
+    with strategy.scope():  # Robust AdapterDrop draws its depth inside the replicas.
+        model, _ = _classifier(backbone, robust_adapter_drop=True, seed=0)
+    top = model.backbone.adapters[-1]  # Never dropped: robust depths stop below the top.
+    before = top.up_projection.kernel.numpy().copy()
     frozen = model.backbone.token_embedding.embeddings.numpy().copy()
     model.fit({k: np.tile(v, (2, 1)) for k, v in inputs.items()},
               np.array([0, 1, 1, 0, 1, 1]), batch_size=6, epochs=1, verbose=0)
-    assert not np.array_equal(before, model.backbone.adapters[0].up_projection.kernel.numpy())
+    assert not np.array_equal(before, top.up_projection.kernel.numpy())
     assert np.array_equal(frozen, model.backbone.token_embedding.embeddings.numpy())
+
+
+def test_robust_adapter_drop_draws_every_depth_uniformly_and_reproducibly():
+    def draws(seed):
+        layer = AdapterDrop(LAYERS + 1, robust=True, seed=seed)
+        step = tf.function(lambda: layer(tf.zeros(()), training=True))
+        return [int(np.sum(~step().numpy())) for _ in range(400)]
+
+    depths = draws(seed=3)
+    counts = np.bincount(depths, minlength=LAYERS + 1)
+    assert len(counts) == LAYERS + 1 and counts.min() > 60  # {0..L-1}, each ~100 of 400.
+    assert draws(seed=3) == depths and draws(seed=4) != depths
+    layer = AdapterDrop(LAYERS + 1, drop_first_n=2, robust=True, seed=3)
+    assert layer(tf.zeros(()), training=False).numpy().tolist() == [False, False, True, True]
+    with layer.override(tf.constant(1)):
+        assert layer(tf.zeros(()), training=True).numpy().tolist() == [False, True, True, True]
+
+
+def test_robust_training_steps_each_run_the_drawn_depth(backbone, inputs):
+    config = AdapterConfig(adapter_size=4, initializer_std=0.5)
+    robust = add_adapters(backbone, config, robust_adapter_drop=True, seed=11)
+    fixed = add_adapters(backbone, config)
+    fixed.set_weights(robust.get_weights())
+    twin = AdapterDrop(LAYERS, robust=True, seed=11)  # Draws the same depths.
+    step = tf.function(lambda: robust(inputs, training=True)["sequence_output"])
+    depths = []
+    for _ in range(12):
+        depth = int(np.sum(~twin(tf.zeros(()), training=True).numpy()))
+        fixed.set_drop_first_n(depth)
+        np.testing.assert_allclose(step().numpy(), _outputs(fixed, inputs)["sequence_output"],
+                                   atol=1e-6)
+        depths.append(depth)
+    assert set(depths) == set(range(LAYERS))
+    robust.set_drop_first_n(1)  # Inference runs the depth it is given.
+    fixed.set_drop_first_n(1)
+    np.testing.assert_array_equal(_outputs(robust, inputs)["sequence_output"],
+                                  _outputs(fixed, inputs)["sequence_output"])
+
+
+def test_specialised_drop_freezes_everything_below_the_first_adapter(backbone, inputs):
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size=4), drop_first_n=2)
+    model = keras_hub.models.BertTextClassifier(adapted, num_classes=2, preprocessor=None)
+    freeze_for_adapter_tuning(model)
+    trainable = {w.path for w in model.trainable_weights}
+    assert trainable and all(not p.startswith(("transformer_layer_0/", "transformer_layer_1/",
+                                              "embeddings_layer_norm/")) for p in trainable)
+    assert {p for p in trainable if "layer_norm" in p} == {
+        f"transformer_layer_2/{name}_layer_norm/{w}"
+        for name in ("self_attention", "feedforward") for w in ("gamma", "beta")}
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(inputs, np.array([0, 1, 1]), epochs=1, verbose=0)
+    slots = {v.path for v in model.optimizer.variables}
+    assert not any("transformer_layer_0" in p or "transformer_layer_1" in p for p in slots)
+
+
+def test_keras_round_trip_keeps_robust_adapter_drop(backbone, tmp_path):
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size=4), drop_first_n=1,
+                           robust_adapter_drop=True, seed=5)
+    path = str(tmp_path / "robust.keras")
+    adapted.save(path)
+    restored = keras.saving.load_model(path)
+    assert (restored.robust_adapter_drop, restored.seed, restored.drop_first_n) == (True, 5, 1)
+    assert restored.adapter_drop.seed_generator.state.numpy().tolist() == \
+        adapted.adapter_drop.seed_generator.state.numpy().tolist()

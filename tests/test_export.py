@@ -55,3 +55,32 @@ def test_export_replaces_an_existing_export_atomically(tmp_path):
     export_text_classifier(model, preprocessor, str(target), is_pair=False, is_regression=False)
     assert (target / "saved_model.pb").exists() and not (target / "stale.txt").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
+
+
+def test_adapter_drop_signature_runs_the_requested_depth(tmp_path):
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(VOCAB), num_layers=3, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, max_sequence_length=32)
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size=2, initializer_std=0.5),
+                           drop_first_n=1, robust_adapter_drop=True, seed=0)
+    model = keras_hub.models.BertTextClassifier(adapted, num_classes=3, preprocessor=None)
+    head = model.get_layer("logits")
+    head.kernel.assign(head.kernel * 300.0)  # Confident enough for the depth to show.
+    preprocessor = make_preprocessor(keras_hub.models.BertTokenizer(vocabulary=VOCAB), 32)
+    export_text_classifier(model, preprocessor, str(tmp_path / "export"),
+                           is_pair=True, is_regression=False)
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    features = tokenize(preprocessor, tf.constant(A), tf.constant(B))
+    served = []
+    for n in range(4):
+        adapted.set_drop_first_n(n)
+        expected = tf.nn.softmax(model.predict(features, verbose=0))
+        outputs = loaded.signatures["serving_adapter_drop"](
+            sentence1=tf.constant(A), sentence2=tf.constant(B), drop_first_n=tf.constant(n))
+        np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5)
+        served.append(outputs["probabilities"].numpy())
+    assert np.abs(served[0] - served[3]).max() > 1e-4  # The depth matters.
+    default = loaded.signatures["serving_default"](sentence1=tf.constant(A),
+                                                   sentence2=tf.constant(B))
+    np.testing.assert_allclose(default["probabilities"], served[1], atol=1e-6)  # Exported at 1.

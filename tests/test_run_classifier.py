@@ -104,9 +104,10 @@ app.run(run_classifier.main, argv=sys.argv)
 
 
 def test_mirrored_strategy_with_static_shapes_runs_the_tpu_data_path(glue_dir, tmp_path):
+    # Also robust AdapterDrop: its depth is drawn inside each replica's step.
     command = [sys.executable, "-c", MIRRORED_STATIC_RUN, "--task=rte", f"--data_dir={glue_dir}",
                f"--model_dir={tmp_path}", "--strategy=mirrored", "--devices=/cpu:0,/cpu:1",
-               "--drop_first_n=2", *COMMON]
+               "--drop_first_n=2", "--robust_adapter_drop", *COMMON]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MirroredStrategy with 2 replica(s)" in result.stderr
@@ -118,6 +119,7 @@ def test_mirrored_strategy_with_static_shapes_runs_the_tpu_data_path(glue_dir, t
 @pytest.mark.parametrize("argv,message", [
     (["--adapter_size=0"], "adapter_size"),
     (["--tuning=full", "--drop_first_n=1"], "drop_first_n"),
+    (["--tuning=full", "--robust_adapter_drop"], "robust_adapter_drop"),
     (["--strategy=tpu"], "--tpu"),
     (["--batch_size=0"], "batch_size"),
 ])
