@@ -1,0 +1,152 @@
+r"""Adapter training and inference speed against full fine-tuning and the bare backbone.
+
+Issue 4's first two benchmarks, on a BERT-base-sized model (12 layers, hidden
+768, 12 heads, random weights) at sequence length 128:
+
+- training step time and peak memory: full fine-tuning, adapters (size 64),
+  and adapters with specialised AdapterDrop of the lowest 5 layers (whose
+  layer norms are then frozen too);
+- inference time: the bare frozen backbone against the same with adapters.
+
+Time arms run in one process, alternating every round so machine noise hits
+them alike; the medians are compared. Peak memory is the resident set of a
+fresh child process per arm (`--arm`) doing the same steps. Prints a table and
+writes JSON.
+
+  python bench/adapter_speed.py --output=bench/results/adapter_speed.json
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import keras
+import keras_hub
+import numpy as np
+from absl import app, flags
+
+from keras_adapters import AdapterConfig, add_adapters, freeze_for_adapter_tuning
+from keras_adapters.atomic import write_json
+from keras_adapters.backbone import AdapterBertBackbone
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output", "bench/results/adapter_speed.json", "JSON destination.")
+flags.DEFINE_integer("num_layers", 12, "Transformer layers.")
+flags.DEFINE_integer("hidden_dim", 768, "Hidden size.")
+flags.DEFINE_integer("num_heads", 12, "Attention heads.")
+flags.DEFINE_integer("batch_size", 16, "Batch size.")
+flags.DEFINE_integer("seq_length", 128, "Tokens per example.")
+flags.DEFINE_integer("adapter_size", 64, "Adapter bottleneck size.")
+flags.DEFINE_integer("drop_first_n", 5, "AdapterDrop depth of the third training arm.")
+flags.DEFINE_integer("steps", 5, "Timed steps per arm and round.")
+flags.DEFINE_integer("rounds", 3, "Alternating rounds.")
+flags.DEFINE_string("arm", None, "Internal: measure one arm's peak memory and exit.")
+
+TRAIN_ARMS = ("full", "adapters", "adapters_drop")
+INFERENCE_ARMS = ("backbone", "adapters")
+VOCABULARY = 30522
+
+
+def build(arm):
+    """A compiled classifier for a training arm, or a backbone for inference."""
+    keras.utils.set_random_seed(0)
+    plain = AdapterBertBackbone(
+        vocabulary_size=VOCABULARY, num_layers=FLAGS.num_layers, num_heads=FLAGS.num_heads,
+        hidden_dim=FLAGS.hidden_dim, intermediate_dim=4 * FLAGS.hidden_dim,
+        max_sequence_length=512)
+    if arm in ("backbone", "full"):
+        backbone = plain
+    else:
+        backbone = add_adapters(
+            plain, AdapterConfig(adapter_size=FLAGS.adapter_size),
+            drop_first_n=FLAGS.drop_first_n if arm == "adapters_drop" else 0)
+    model = keras_hub.models.BertTextClassifier(backbone, num_classes=2, preprocessor=None)
+    if arm != "full":
+        freeze_for_adapter_tuning(model)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def batch():
+    rng = np.random.default_rng(0)
+    shape = (FLAGS.batch_size, FLAGS.seq_length)
+    features = {"token_ids": rng.integers(0, VOCABULARY, shape).astype("int32"),
+                "segment_ids": np.zeros(shape, "int32"),
+                "padding_mask": np.ones(shape, "int32")}
+    return features, rng.integers(0, 2, FLAGS.batch_size)
+
+
+def step_seconds(run, steps):
+    start = time.perf_counter()
+    for _ in range(steps):
+        run()
+    return (time.perf_counter() - start) / steps
+
+
+def runners(arms, training):
+    features, labels = batch()
+    result = {}
+    for arm in arms:
+        model = build(arm if training else ("full" if arm == "backbone" else "adapters"))
+        if training:
+            result[arm] = lambda m=model: m.train_on_batch(features, labels)
+        else:
+            result[arm] = lambda m=model: m.predict_on_batch(features)
+        result[arm]()  # Trace before timing.
+    return result
+
+
+def timed(arms, training):
+    run = runners(arms, training)
+    seconds = {arm: [] for arm in arms}
+    for _ in range(FLAGS.rounds):
+        for arm in arms:
+            seconds[arm].append(step_seconds(run[arm], FLAGS.steps))
+    return {arm: float(np.median(v)) for arm, v in seconds.items()}
+
+
+def peak_memory_gb(arm):
+    """Peak resident memory of a fresh process training `arm` for a few steps."""
+    command = [sys.executable, __file__, f"--arm={arm}",
+               *[a for a in sys.argv[1:] if not a.startswith("--arm")]]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])["peak_gb"]
+
+
+def main(argv):
+    del argv
+    if FLAGS.arm:
+        run = runners([FLAGS.arm], training=True)[FLAGS.arm]
+        step_seconds(run, 2)
+        print(json.dumps({"peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+        return
+    train = timed(TRAIN_ARMS, training=True)
+    infer = timed(INFERENCE_ARMS, training=False)
+    memory = {arm: peak_memory_gb(arm) for arm in TRAIN_ARMS}
+    result = {
+        "config": {name: FLAGS[name].value for name in (
+            "num_layers", "hidden_dim", "num_heads", "batch_size", "seq_length",
+            "adapter_size", "drop_first_n", "steps", "rounds")},
+        "train_seconds_per_step": train,
+        "train_peak_memory_gb": memory,
+        "inference_seconds_per_batch": infer,
+        "ratios": {
+            "adapters_vs_full_step": train["adapters"] / train["full"],
+            "adapters_drop_vs_full_step": train["adapters_drop"] / train["full"],
+            "adapters_vs_full_memory": memory["adapters"] / memory["full"],
+            "adapters_vs_backbone_inference": infer["adapters"] / infer["backbone"],
+        },
+        "cpu_count": os.cpu_count(),
+    }
+    write_json(FLAGS.output, result)
+    for name, value in result["ratios"].items():
+        print(f"{name:34s} {value:6.3f}x")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    app.run(main)
