@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from keras_adapters.atomic import atomic_path
-from keras_adapters.backbone import AdapterBertBackbone
+from keras_adapters.freezing import find_adapter_backbone
 from keras_adapters.pipeline import tokenize, trim_to_longest
 
 SEGMENT_NAMES = ("sentence1", "sentence2")
@@ -17,35 +17,48 @@ def _outputs(logits, is_regression):
     return {"probabilities": tf.nn.softmax(logits, axis=-1)}
 
 
-def add_adapter_drop_endpoint(archive, model, serve, input_signature):
-    """Add `serving_adapter_drop`: `serve` with `drop_first_n` as one more input.
+def write_serving_archive(export_dir, model, serve, input_signature, example_inputs,
+                          resources=()):
+    """Write a SavedModel serving `serve` as `serving_default`, atomically.
 
-    Only for a model with adapters. `drop_first_n` (int32 scalar) is the
-    number of lowest layers whose adapters are skipped for the request: the
-    compute knob of robust AdapterDrop (Rücklé et al., 2021, §4).
+    A model with adapters also gets `serving_adapter_drop`: `serve` with one
+    more input, `drop_first_n` (int32 scalar), the number of lowest layers
+    whose adapters are skipped for that request: the compute knob of robust
+    AdapterDrop (Rücklé et al., 2021, §4).
 
     Args:
-        archive: the `keras.export.ExportArchive` tracking `model`.
+        export_dir: str, replaced atomically if it exists.
         model: the Keras model `serve` calls.
-        serve: the serving function, taking `input_signature`.
-        input_signature: list of `tf.TensorSpec`, named.
+        serve: the serving function, taking tensors matching `input_signature`.
+        input_signature: list of named `tf.TensorSpec`.
+        example_inputs: tensors for one warm-up call of `serve`, which builds
+            any layer not yet called.
+        resources: other Keras objects `serve` uses (e.g. a preprocessor).
     """
-    backbones = [layer for layer in model._flatten_layers(include_self=True)
-                 if isinstance(layer, AdapterBertBackbone) and layer.adapter_drop is not None]
-    if not backbones:
-        return
-    adapter_drop = backbones[0].adapter_drop
+    serve(*example_inputs)
+    archive = keras.export.ExportArchive()
+    for resource in (model, *resources):
+        archive.track(resource)
+    archive.add_endpoint("serving_default", serve, input_signature=input_signature)
+    try:
+        adapter_drop = find_adapter_backbone(model).adapter_drop
+    except ValueError:  # No adapter backbone, so no knob.
+        adapter_drop = None
+    if adapter_drop is not None:
 
-    def serve_with_depth(*inputs):
-        *inputs, drop_first_n = inputs
-        with adapter_drop.override(drop_first_n):
-            return serve(*inputs)
+        def serve_with_depth(*inputs):
+            *inputs, drop_first_n = inputs
+            with adapter_drop.override(drop_first_n):
+                return serve(*inputs)
 
-    archive.add_endpoint(
-        ADAPTER_DROP_SIGNATURE,
-        serve_with_depth,
-        input_signature=[*input_signature, tf.TensorSpec([], tf.int32, name="drop_first_n")],
-    )
+        archive.add_endpoint(
+            ADAPTER_DROP_SIGNATURE,
+            serve_with_depth,
+            input_signature=[*input_signature,
+                             tf.TensorSpec([], tf.int32, name="drop_first_n")],
+        )
+    with atomic_path(export_dir) as temporary:
+        archive.write_out(temporary, verbose=False)
 
 
 def export_text_classifier(model, preprocessor, export_dir, *, is_pair, is_regression):
@@ -59,7 +72,7 @@ def export_text_classifier(model, preprocessor, export_dir, *, is_pair, is_regre
     AdapterDrop depth at export time.
 
     A model with adapters also gets `serving_adapter_drop`, with one more
-    input `drop_first_n` (see `add_adapter_drop_endpoint`).
+    input `drop_first_n` (see `write_serving_archive`).
 
     Loading it needs `import tensorflow_text` (for the tokenizer's ops) before
     `tf.saved_model.load(export_dir)`.
@@ -79,11 +92,5 @@ def export_text_classifier(model, preprocessor, export_dir, *, is_pair, is_regre
         return _outputs(model(features, training=False), is_regression)
 
     signature = [tf.TensorSpec([None], tf.string, name=name) for name in names]
-    serve(*[tf.constant([""])] * len(names))  # Builds any layer not yet called.
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.track(preprocessor)
-    archive.add_endpoint("serving_default", serve, input_signature=signature)
-    add_adapter_drop_endpoint(archive, model, serve, signature)
-    with atomic_path(export_dir) as temporary:
-        archive.write_out(temporary, verbose=False)
+    write_serving_archive(export_dir, model, serve, signature,
+                          [tf.constant([""])] * len(names), resources=[preprocessor])

@@ -10,11 +10,9 @@ one across windows, cut from the context. `export_question_answerer` writes
 it as a SavedModel.
 """
 
-import keras
 import tensorflow as tf
 
-from keras_adapters.atomic import atomic_path
-from keras_adapters.export import add_adapter_drop_endpoint
+from keras_adapters.export import write_serving_archive
 from keras_adapters.squad import OffsetTokenizer
 
 _TIE_BREAK = 0.01  # BERT's max-context score: min(left, right) + 0.01 * length.
@@ -185,10 +183,15 @@ def answer_questions(model, tokenizer, questions, contexts, *, max_seq_length=38
     found = score > -float("inf")
     offsets = tf.gather(offsets, window)
     start, end = tf.gather(start, window), tf.gather(end, window)
-    span = tf.stack([tf.gather(offsets[..., 0], start, batch_dims=1),
-                     tf.gather(offsets[..., 1], end, batch_dims=1)], axis=1)
-    span = tf.where(found[:, None], span, 0)
-    chars = tf.where(found[:, None], _to_chars(contexts, span), -1)
+
+    def answer_bounds(token_offsets):  # (B, 2) [start, end) of the answer; 0 when none.
+        bounds = tf.stack([tf.gather(token_offsets[..., 0], start, batch_dims=1),
+                           tf.gather(token_offsets[..., 1], end, batch_dims=1)], axis=1)
+        return tf.where(found[:, None], bounds, tf.zeros_like(bounds))
+
+    span = answer_bounds(offsets)
+    token_offsets = _to_chars(contexts, offsets)
+    chars = tf.where(found[:, None], answer_bounds(token_offsets), -1)
     return {
         "answer": tf.strings.substr(contexts, span[:, 0], span[:, 1] - span[:, 0]),
         "answer_start": chars[:, 0],
@@ -196,7 +199,7 @@ def answer_questions(model, tokenizer, questions, contexts, *, max_seq_length=38
         "score": score,
         "start_logits": tf.gather(logits["start_logits"], window),
         "end_logits": tf.gather(logits["end_logits"], window),
-        "token_offsets": _to_chars(contexts, offsets),
+        "token_offsets": token_offsets,
     }
 
 
@@ -206,7 +209,7 @@ def export_question_answerer(model, tokenizer, export_dir, **settings):
     Its `serving_default` signature takes `question` and `context`, string
     tensors `(batch,)`, and returns the dict of `answer_questions`. A model
     with adapters also gets `serving_adapter_drop`, with one more input
-    `drop_first_n` (see `export.add_adapter_drop_endpoint`). Loading it needs
+    `drop_first_n` (see `export.write_serving_archive`). Loading it needs
     `import tensorflow_text` before `tf.saved_model.load`.
 
     Args:
@@ -229,10 +232,5 @@ def export_question_answerer(model, tokenizer, export_dir, **settings):
         return answer_questions(model, offset_tokenizer, question, context, **settings)
 
     signature = [tf.TensorSpec([None], tf.string, name=name) for name in ("question", "context")]
-    serve(tf.constant(["?"]), tf.constant(["."]))  # Builds any layer not yet called.
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", serve, input_signature=signature)
-    add_adapter_drop_endpoint(archive, model, serve, signature)
-    with atomic_path(export_dir) as temporary:
-        archive.write_out(temporary, verbose=False)
+    write_serving_archive(export_dir, model, serve, signature,
+                          [tf.constant(["?"]), tf.constant(["."])])
