@@ -75,7 +75,7 @@ def to_dataset(preprocessor, examples, training, static_shapes):
 
 def build_classifier(task, steps_hint):
     """Backbone, tokenizer, head and optimizer; call inside the strategy scope."""
-    backbone, tokenizer = cli.build_backbone()
+    backbone, tokenizer = cli.build_backbone(task.name)
     model = keras_hub.models.BertTextClassifier(
         backbone, num_classes=task.num_classes, preprocessor=None
     )

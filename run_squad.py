@@ -143,7 +143,7 @@ def main(argv):
         raise flags.ValidationError("--predict_file is required.")
     strategy = cli.start_run()
     with strategy.scope():
-        backbone, tokenizer = cli.build_backbone()
+        backbone, tokenizer = cli.build_backbone("squad")
         model = build_span_model(backbone)
     results = {"tuning": FLAGS.tuning, "init_from": FLAGS.init_from}
     if FLAGS.mode == "train_and_predict":

@@ -1,13 +1,17 @@
 """Bottleneck adapters and AdapterDrop for Keras 3 BERT backbones."""
 
 from keras_adapters.adapter import BottleneckAdapter
-from keras_adapters.adapter_weights import load_adapter_weights, save_adapter_weights
-from keras_adapters.backbone import (
-    AdapterBertBackbone,
-    AdapterDrop,
-    AdapterTransformerEncoder,
-    add_adapters,
+from keras_adapters.adapter_drop import AdapterDrop
+from keras_adapters.adapter_model import AdapterModel, ClassificationHead
+from keras_adapters.adapter_weights import (
+    load_adapter,
+    load_adapter_weights,
+    save_adapter,
+    save_adapter_weights,
 )
+from keras_adapters.backbone import AdapterBertBackbone, add_adapters
+from keras_adapters.encoder import AdapterTransformerEncoder, TaskAdapters
+from keras_adapters.parallel import ParallelAdapterModel
 from keras_adapters.checkpoints import DEFAULT_CHECKPOINT, from_pretrained
 from keras_adapters.config import AdapterConfig
 from keras_adapters.freezing import ParameterCounts, count_parameters, freeze_for_adapter_tuning
@@ -17,16 +21,22 @@ __all__ = [
     "AdapterBertBackbone",
     "AdapterConfig",
     "AdapterDrop",
+    "AdapterModel",
     "AdapterTransformerEncoder",
     "BottleneckAdapter",
+    "ClassificationHead",
     "DEFAULT_CHECKPOINT",
+    "ParallelAdapterModel",
     "ParameterCounts",
+    "TaskAdapters",
     "WarmupLinearDecay",
     "add_adapters",
     "count_parameters",
     "create_optimizer",
     "freeze_for_adapter_tuning",
     "from_pretrained",
+    "load_adapter",
     "load_adapter_weights",
+    "save_adapter",
     "save_adapter_weights",
 ]

@@ -1,11 +1,20 @@
-"""Adapter-only weight files: what adapter tuning trained, without the backbone."""
+"""Adapter-only weight files: what adapter tuning trained, without the backbone.
 
+`save_adapter`/`load_adapter` move one named task (adapter, layer norms, head)
+between models on the same backbone, like AdapterHub's `save_adapter` and
+`load_adapter`. `save_adapter_weights` writes a whole model's trainable weights.
+"""
+
+import hashlib
 import json
+import os
 
+import keras
 import numpy as np
 import safetensors.numpy
 
 from keras_adapters.atomic import atomic_path
+from keras_adapters.config import AdapterConfig
 from keras_adapters.freezing import find_adapter_backbone
 
 FORMAT = "keras_adapters.adapter_weights/1"
@@ -71,3 +80,154 @@ def load_adapter_weights(model, path):
                 f"weight {tuple(weights[key].shape)}."
             )
         weights[key].assign(value)
+
+
+ADAPTER_FORMAT = "keras_adapters.adapter/1"
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_weights.safetensors"
+
+
+def backbone_identity(backbone):
+    """What an adapter needs to match: sizes and a fingerprint of the vocabulary.
+
+    Returns:
+        dict: `hidden_dim`, `num_layers`, `vocabulary_size`, and
+        `vocabulary_sha256`, the SHA-256 of the float32 token-embedding matrix
+        (one row per vocabulary entry, so it changes with the vocabulary or
+        the pretrained checkpoint).
+    """
+    embeddings = np.ascontiguousarray(backbone.token_embedding.embeddings.numpy(), "float32")
+    return {
+        "hidden_dim": backbone.hidden_dim,
+        "num_layers": backbone.num_layers,
+        "vocabulary_size": backbone.vocabulary_size,
+        "vocabulary_sha256": hashlib.sha256(embeddings.tobytes()).hexdigest(),
+    }
+
+
+def _relative(weight, owner):
+    """`weight.path` below the layer `owner` (e.g. `attention_adapter/up_projection/bias`)."""
+    marker = f"{owner.name}/"
+    return weight.path[weight.path.index(marker) + len(marker):]
+
+
+def _adapter_tensors(model, name):
+    backbone = find_adapter_backbone(model)
+    tensors = {}
+    for index, task in backbone.task_adapters(name).items():
+        for weight in task.weights:
+            tensors[f"layer_{index}/{_relative(weight, task)}"] = weight
+    head = getattr(model, "heads", {}).get(name)
+    if head is not None:
+        for weight in head.weights:
+            tensors[f"head/{_relative(weight, head)}"] = weight
+    return tensors
+
+
+def save_adapter(model, directory, name):
+    """Write one task's adapter, its layer norms and its head to `directory`.
+
+    Writes `adapter_config.json` (the `AdapterConfig`, the head's Keras config,
+    and `backbone_identity`) and `adapter_weights.safetensors` (tensors keyed
+    `layer_<i>/<path>` and `head/<path>`). The directory is replaced
+    atomically. For all-MiniLM-L6-v2 with adapter_size 64 it holds about
+    2.4 MB, against 91 MB for the backbone.
+
+    Args:
+        model: an `AdapterModel`, or any model holding an
+            `AdapterBertBackbone` (then no head is saved).
+        directory: str, the folder to write.
+        name: str, the adapter (task) to save.
+
+    Raises:
+        ValueError: if there is no adapter `name`.
+    """
+    backbone = find_adapter_backbone(model)
+    tensors = {key: np.asarray(w.numpy()) for key, w in _adapter_tensors(model, name).items()}
+    head = getattr(model, "heads", {}).get(name)
+    config = {
+        "format": ADAPTER_FORMAT,
+        "name": name,
+        "adapter_config": backbone.adapter_configs[name],
+        "head": None if head is None else keras.saving.serialize_keras_object(head),
+        "backbone": backbone_identity(backbone),
+    }
+    with atomic_path(directory) as temporary:
+        os.makedirs(temporary)
+        safetensors.numpy.save_file(tensors, os.path.join(temporary, WEIGHTS_FILE))
+        with open(os.path.join(temporary, CONFIG_FILE), "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+
+
+def _read_adapter(directory):
+    config_path = os.path.join(directory, CONFIG_FILE)
+    with open(config_path, encoding="utf-8") as f:
+        config = json.load(f)
+    if config.get("format") != ADAPTER_FORMAT:
+        raise ValueError(
+            f"{config_path}: field 'format' is {config.get('format')!r}, "
+            f"expected {ADAPTER_FORMAT!r}."
+        )
+    with safetensors.safe_open(os.path.join(directory, WEIGHTS_FILE), framework="numpy") as f:
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    return config_path, config, tensors
+
+
+def load_adapter(model, directory, load_as=None):
+    """Add a task saved by `save_adapter` to `model`, exactly as it was saved.
+
+    Args:
+        model: an `AdapterModel` (the head is restored too), or any model
+            holding an `AdapterBertBackbone` (the head, if saved, is ignored).
+        directory: str, a folder written by `save_adapter`.
+        load_as: str or None, the name to give it; defaults to the saved name.
+
+    Returns:
+        str, the name it was loaded as. It is not made active.
+
+    Raises:
+        ValueError: naming the file and field, if the saved backbone identity
+            (`hidden_dim`, `num_layers`, `vocabulary_size`,
+            `vocabulary_sha256`) differs from the model's, the name is taken,
+            or a tensor is missing or has the wrong shape. The model is left
+            unchanged when this is raised.
+    """
+    config_path, config, tensors = _read_adapter(directory)
+    backbone = find_adapter_backbone(model)
+    for field, value in backbone_identity(backbone).items():
+        saved = config["backbone"].get(field)
+        if saved != value:
+            raise ValueError(
+                f"{config_path}: field 'backbone.{field}' is {saved!r}, but this "
+                f"backbone has {value!r}: the adapter was trained on another backbone."
+            )
+    name = load_as or config["name"]
+    if name in backbone.adapter_configs:
+        raise ValueError(f"{config_path}: an adapter named {name!r} already exists.")
+    backbone.add_adapter(name, AdapterConfig.from_dict(config["adapter_config"]))
+    heads = getattr(model, "heads", None)
+    try:
+        if heads is not None and config["head"] is not None:
+            head_config = dict(config["head"], config=dict(config["head"]["config"]))
+            head_config["config"]["name"] = f"head_{name}"
+            model.add_head(name, keras.saving.deserialize_keras_object(head_config))
+        targets = _adapter_tensors(model, name)
+        if set(targets) != set(tensors):
+            raise ValueError(
+                f"{config_path}: the weights file holds {sorted(set(tensors) - set(targets))} "
+                f"unexpected and lacks {sorted(set(targets) - set(tensors))}."
+            )
+        for key, weight in targets.items():
+            if tuple(weight.shape) != tensors[key].shape:
+                raise ValueError(
+                    f"{config_path}: tensor {key!r} has shape {tensors[key].shape}, "
+                    f"the model's weight {tuple(weight.shape)}."
+                )
+            weight.assign(tensors[key])
+    except Exception:
+        if heads is not None and name in heads:
+            model.remove_task(name)
+        else:
+            backbone.remove_adapter(name)
+        raise
+    return name

@@ -1,24 +1,23 @@
-"""A keras-hub `BertBackbone` with bottleneck adapters and AdapterDrop.
+"""A keras-hub `BertBackbone` with named bottleneck adapters and AdapterDrop.
 
-Adapters sit where google-research/adapter-bert puts them (Houlsby et al.,
-2019, Fig. 2): after a sub-layer's output projection and dropout, before the
-residual add and layer norm. `AdapterTransformerEncoder` subclasses keras-hub's
-`TransformerEncoder` and only overrides `build()`, wrapping the two dropout
-sub-layers, so the pretrained computation is reused untouched.
+The graph is keras-hub's BERT, with `AdapterTransformerEncoder` layers
+(keras_adapters.encoder) and one `AdapterDrop` gate (keras_adapters.adapter_drop).
+Adapters are added, removed and activated by name, as in AdapterHub's
+`adapters` (`add_adapter`, `set_active_adapters`, `delete_adapter`).
 """
 
-import contextlib
+import re
 
 import keras
 from keras import ops
 from keras_hub.models import BertBackbone
 from keras_hub.src.layers.modeling.position_embedding import PositionEmbedding
-from keras_hub.src.layers.modeling.transformer_encoder import TransformerEncoder
 from keras_hub.src.models.bert.bert_backbone import bert_kernel_initializer
 from keras_hub.src.utils.keras_utils import gelu_approximate
 
-from keras_adapters.adapter import BottleneckAdapter
+from keras_adapters.adapter_drop import AdapterDrop, check_drop_first_n
 from keras_adapters.config import AdapterConfig
+from keras_adapters.encoder import AdapterTransformerEncoder
 
 HIDDEN_ACTIVATIONS = {
     # keras-hub's BERT default, and Hugging Face's "gelu_new".
@@ -43,220 +42,46 @@ def get_hidden_activation(name):
     return HIDDEN_ACTIVATIONS[name]
 
 
-def _check_drop_first_n(n, num_layers):
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= num_layers:
+ADAPTER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def check_adapter_name(name):
+    """Raise ValueError unless `name` can name an adapter (and a Keras layer)."""
+    if not isinstance(name, str) or not ADAPTER_NAME.fullmatch(name):
         raise ValueError(
-            f"drop_first_n must be an integer in [0, {num_layers}] "
-            f"(the number of layers); got {n!r}."
+            f"Adapter names are letters, digits, '_', '.' and '-', not starting "
+            f"with '.' or '-'; got {name!r}."
         )
-
-
-@keras.saving.register_keras_serializable(package="keras_adapters")
-class AdapterDrop(keras.layers.Layer):
-    """Which transformer layers run their adapters: all but the lowest n.
-
-    AdapterDrop (Rücklé et al., 2021). Specialised AdapterDrop (§3) skips the
-    adapters of a fixed number n of lowest layers, in training and at
-    inference. Robust AdapterDrop (§4) draws n uniformly from
-    {0, ..., num_layers - 1} at every training step, so one model can then
-    run at any n. Both are this one gate, computed inside the graph: under
-    `tf.function`, any `tf.distribute` strategy and in SavedModels.
-
-    Args:
-        num_layers: int, transformer layers in the stack.
-        drop_first_n: int in [0, num_layers], n at inference, and in training
-            unless `robust`. Held in a non-trainable int32 weight
-            `drop_first_n`, so it can change without retracing.
-        robust: bool, draw n at every training step. Defaults to False.
-        seed: int or None, seeds the draws (a `keras.random.SeedGenerator`,
-            whose state is saved with the weights).
-
-    Call arguments:
-        inputs: any tensor; only places the layer in a functional graph.
-        training: bool. Draw n when `robust`.
-
-    Returns:
-        bool `(num_layers,)`: True where the layer runs its adapters.
-
-    Raises:
-        ValueError: if `drop_first_n` is not an integer in [0, num_layers].
-    """
-
-    def __init__(self, num_layers, drop_first_n=0, robust=False, seed=None, **kwargs):
-        super().__init__(**kwargs)
-        _check_drop_first_n(drop_first_n, num_layers)
-        self.num_layers = num_layers
-        self.robust = robust
-        self.seed = seed
-        self.depth = self.add_weight(
-            shape=(),
-            dtype="int32",
-            initializer=keras.initializers.Constant(drop_first_n),
-            trainable=False,
-            name="drop_first_n",
-        )
-        self.seed_generator = keras.random.SeedGenerator(seed) if robust else None
-        self._override = None
-
-    @contextlib.contextmanager
-    def override(self, drop_first_n):
-        """Calls traced inside this context use `drop_first_n` as n.
-
-        For a serving signature that takes n as an input (Rücklé et al.,
-        §4: one robust model, the compute chosen at inference): trace the
-        model's call inside the context, with n a tensor input.
-
-        Args:
-            drop_first_n: int scalar tensor.
-        """
-        self._override = drop_first_n
-        try:
-            yield
-        finally:
-            self._override = None
-
-    def call(self, inputs, training=None):
-        if self._override is not None:
-            n = ops.cast(self._override, "int32")
-        elif self.robust and training:
-            n = keras.random.randint(
-                (), 0, self.num_layers, dtype="int32", seed=self.seed_generator
-            )
-        else:
-            n = ops.convert_to_tensor(self.depth)
-        return ops.greater_equal(ops.arange(self.num_layers, dtype="int32"), n)
-
-    def compute_output_spec(self, inputs, training=None):
-        return keras.KerasTensor((self.num_layers,), dtype="bool")
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_layers": self.num_layers,
-                "drop_first_n": int(ops.convert_to_numpy(self.depth)),
-                "robust": self.robust,
-                "seed": self.seed,
-            }
-        )
-        return config
-
-
-class _AdaptedSublayerOutput(keras.layers.Layer):
-    """Dropout, then the adapter unless AdapterDrop closes its gate."""
-
-    def __init__(self, dropout, adapter, **kwargs):
-        super().__init__(**kwargs)
-        self.dropout = dropout
-        self.adapter = adapter
-        self.gate = None  # Set by AdapterTransformerEncoder.call for one call.
-
-    def call(self, inputs, training=None):
-        x = self.dropout(inputs, training=training)
-        if self.gate is None:
-            return self.adapter(x)
-        return ops.cond(self.gate, lambda: self.adapter(x), lambda: x)
-
-
-@keras.saving.register_keras_serializable(package="keras_adapters")
-class AdapterTransformerEncoder(TransformerEncoder):
-    """keras-hub's `TransformerEncoder` with bottleneck adapters.
-
-    Args:
-        adapter_config: dict (`AdapterConfig.to_dict()`) or None. None builds
-            the plain encoder.
-        **kwargs: `TransformerEncoder` arguments.
-
-    Call arguments:
-        As `TransformerEncoder.call`, plus `adapter_gate`: a bool scalar
-        tensor, False to skip this layer's adapters (AdapterDrop), or None
-        (the default) to run them. Skipping is a `cond` in the graph: it
-        saves the adapters' compute and needs no retracing.
-    """
-
-    def __init__(self, adapter_config=None, **kwargs):
-        super().__init__(**kwargs)
-        self.adapter_config = adapter_config
-
-    @property
-    def has_adapters(self):
-        return self.adapter_config is not None
-
-    def build(self, inputs_shape):
-        super().build(inputs_shape)
-        if not self.has_adapters:
-            return
-        config = AdapterConfig.from_dict(self.adapter_config)
-        sublayers = ["_feedforward_dropout"]
-        if config.placement == "houlsby":
-            sublayers.insert(0, "_self_attention_dropout")
-        for attr in sublayers:
-            name = attr.strip("_").replace("_dropout", "_adapter")
-            adapter = BottleneckAdapter(
-                **config.adapter_kwargs(), dtype=self.dtype_policy, name=name
-            )
-            adapter.build(inputs_shape)
-            wrapped = _AdaptedSublayerOutput(
-                getattr(self, attr),
-                adapter,
-                dtype=self.dtype_policy,
-                name=f"{name}_output",
-            )
-            setattr(self, attr, wrapped)
-
-    def call(self, inputs, *args, adapter_gate=None, **kwargs):
-        wrapped = self._wrapped_sublayers()
-        for sublayer in wrapped:
-            sublayer.gate = adapter_gate
-        try:
-            return super().call(inputs, *args, **kwargs)
-        finally:
-            for sublayer in wrapped:
-                sublayer.gate = None
-
-    def _wrapped_sublayers(self):
-        return [
-            layer
-            for layer in (self._self_attention_dropout, self._feedforward_dropout)
-            if isinstance(layer, _AdaptedSublayerOutput)
-        ]
-
-    @property
-    def adapters(self):
-        """The layer's `BottleneckAdapter`s, lowest first."""
-        return [layer.adapter for layer in self._wrapped_sublayers()]
-
-    def get_config(self):
-        config = super().get_config()
-        config["adapter_config"] = self.adapter_config
-        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_adapters")
 class AdapterBertBackbone(BertBackbone):
-    """A keras-hub `BertBackbone` with bottleneck adapters in its layers.
+    """A keras-hub `BertBackbone` with named bottleneck adapters.
 
     The graph is keras-hub's BERT (same inputs, outputs, layer and weight
     names) with two additions: the feed-forward activation is configurable,
     so Hugging Face checkpoints keep their exact GELU, and every transformer
-    layer not in `adapter_config["leave_out"]` gets adapters.
+    layer can hold any number of named adapters, of which one runs at a time
+    (the active adapter; `ParallelAdapterModel` runs several at once).
 
-    Build it with `add_adapters(backbone, config)`, which also copies the
-    pretrained weights, rather than directly.
+    Build it with `add_adapters(backbone, config, name)`, which also copies the
+    pretrained weights; add more with `add_adapter`.
 
     Args:
         vocabulary_size, num_layers, num_heads, hidden_dim, intermediate_dim,
         dropout, max_sequence_length, num_segments, dtype: as `BertBackbone`.
         hidden_activation: str, a key of `HIDDEN_ACTIVATIONS`. Defaults to
             `"gelu_approximate"`, keras-hub's BERT activation.
-        adapter_config: dict (`AdapterConfig.to_dict()`) or None for no
-            adapters.
-        drop_first_n: int in [0, num_layers]. AdapterDrop: the adapters of the
-            lowest n layers are skipped (at inference, and in training unless
+        adapters: dict from adapter name to `AdapterConfig.to_dict()`, or None
+            for none. Each adapter goes in every layer not in its `leave_out`.
+        active_adapter: str or None, the adapter that runs. Defaults to None:
+            the pretrained backbone exactly.
+        drop_first_n: int in [0, num_layers]. AdapterDrop: the lowest n layers
+            run without adapters (at inference, and in training unless
             `robust_adapter_drop`). Defaults to 0. Change it later with
             `set_drop_first_n`.
         robust_adapter_drop: bool. Robust AdapterDrop: every training step
-            skips the adapters of the lowest n layers, n drawn uniformly from
+            drops the adapters of the lowest n layers, n drawn uniformly from
             {0, ..., num_layers - 1} (Rücklé et al., 2021, §4). Defaults to
             False.
         seed: int or None, seeds those draws.
@@ -265,6 +90,10 @@ class AdapterBertBackbone(BertBackbone):
     `segment_ids` and `padding_mask` of shape `(batch, seq)`; float
     `sequence_output` `(batch, seq, hidden_dim)` and `pooled_output`
     `(batch, hidden_dim)`.
+
+    Raises:
+        ValueError: on a bad adapter name, an active adapter not in
+            `adapters`, or a bad `drop_first_n`.
     """
 
     def __init__(
@@ -278,26 +107,27 @@ class AdapterBertBackbone(BertBackbone):
         max_sequence_length=512,
         num_segments=2,
         hidden_activation="gelu_approximate",
-        adapter_config=None,
+        adapters=None,
+        active_adapter=None,
         drop_first_n=0,
         robust_adapter_drop=False,
         seed=None,
         dtype=None,
         **kwargs,
     ):
-        self.adapter_drop = None
-        if adapter_config is not None:
-            leave_out = set(AdapterConfig.from_dict(adapter_config).leave_out)
-            self.adapter_drop = AdapterDrop(
-                num_layers,
-                drop_first_n,
-                robust=robust_adapter_drop,
-                seed=seed,
-                dtype=dtype,
-                name="adapter_drop",
-            )
-        elif drop_first_n or robust_adapter_drop:
-            raise ValueError("AdapterDrop needs adapters: adapter_config is None.")
+        adapters = {name: AdapterConfig.from_dict(c).to_dict() for name, c in (adapters or {}).items()}
+        for name in adapters:
+            check_adapter_name(name)
+        if active_adapter is not None and active_adapter not in adapters:
+            raise ValueError(f"active_adapter {active_adapter!r} is not in {sorted(adapters)}.")
+        self.adapter_drop = AdapterDrop(
+            num_layers,
+            drop_first_n,
+            robust=robust_adapter_drop,
+            seed=seed,
+            dtype=dtype,
+            name="adapter_drop",
+        )
         self.token_embedding = keras.layers.ReversibleEmbedding(
             input_dim=vocabulary_size,
             output_dim=hidden_dim,
@@ -327,11 +157,12 @@ class AdapterBertBackbone(BertBackbone):
         )
         self.transformer_layers = [
             AdapterTransformerEncoder(
-                adapter_config=(
-                    None
-                    if adapter_config is None or i in leave_out
-                    else adapter_config
-                ),
+                adapters={
+                    name: config
+                    for name, config in adapters.items()
+                    if i not in config["leave_out"]
+                },
+                active_adapter=active_adapter,
                 num_heads=num_heads,
                 intermediate_dim=intermediate_dim,
                 activation=get_hidden_activation(hidden_activation),
@@ -355,18 +186,11 @@ class AdapterBertBackbone(BertBackbone):
             name: keras.Input(shape=(None,), dtype="int32", name=name)
             for name in ("token_ids", "segment_ids", "padding_mask")
         }
-        tokens = self.token_embedding(inputs["token_ids"])
-        positions = self.position_embedding(tokens)
-        segments = self.segment_embedding(inputs["segment_ids"])
-        x = self.embeddings_add((tokens, positions, segments))
-        x = self.embeddings_layer_norm(x)
-        x = self.embeddings_dropout(x)
-        gates = None if self.adapter_drop is None else self.adapter_drop(x)
+        x = self.embed(inputs)
+        gates = self.adapter_drop(x)
         for index, transformer_layer in enumerate(self.transformer_layers):
             x = transformer_layer(
-                x,
-                padding_mask=inputs["padding_mask"],
-                adapter_gate=None if gates is None else gates[index],
+                x, padding_mask=inputs["padding_mask"], adapter_gate=gates[index]
             )
         cls_token_index = 0
         pooled_output = self.pooled_dense(x[:, cls_token_index, :])
@@ -388,52 +212,180 @@ class AdapterBertBackbone(BertBackbone):
         self.num_segments = num_segments
         self.cls_token_index = cls_token_index
         self.hidden_activation = hidden_activation
-        self.adapter_config = adapter_config
+        self.adapter_configs = adapters
+        self.active_adapter = active_adapter
         self.robust_adapter_drop = robust_adapter_drop
         self.seed = seed
 
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        self._mark_frozen_inputs()
+        return super().call(inputs, training=training, mask=mask, **kwargs)
+
+    def _mark_frozen_inputs(self):
+        """Cut backprop below the lowest layer with a trainable weight.
+
+        A transformer layer whose input depends on no trainable weight gets
+        `stop_input_gradient`: TensorFlow would otherwise keep computing
+        gradients down through frozen layers (their AdapterDrop `cond`s are
+        stateful ops, which graph pruning keeps). Read when the call is
+        traced, like `trainable` itself.
+        """
+        embeddings = (self.token_embedding, self.position_embedding,
+                      self.segment_embedding, self.embeddings_layer_norm)
+        frozen = not any(layer.trainable_weights for layer in embeddings)
+        for layer in self.transformer_layers:
+            layer.stop_input_gradient = frozen
+            frozen = frozen and not layer.trainable_weights
+
+    def embed(self, inputs, training=None):
+        """The embeddings: token + position + segment, layer norm, dropout.
+
+        Args:
+            inputs: dict of int32 `token_ids` and `segment_ids`, `(batch, seq)`.
+
+        Returns:
+            float `(batch, seq, hidden_dim)`, the input of the first layer.
+        """
+        tokens = self.token_embedding(inputs["token_ids"])
+        positions = self.position_embedding(tokens)
+        segments = self.segment_embedding(inputs["segment_ids"])
+        x = self.embeddings_add((tokens, positions, segments))
+        x = self.embeddings_layer_norm(x)
+        return self.embeddings_dropout(x, training=training)
+
+    @property
+    def adapter_names(self):
+        """The names of the adapters, in the order they were added."""
+        return list(self.adapter_configs)
+
+    @property
+    def adapter_config(self):
+        """The active adapter's `AdapterConfig.to_dict()`, or None."""
+        if self.active_adapter is None:
+            return None
+        return self.adapter_configs[self.active_adapter]
+
+    def _check_known(self, name):
+        if name not in self.adapter_configs:
+            raise ValueError(
+                f"No adapter named {name!r}; this backbone has {self.adapter_names}."
+            )
+
+    def add_adapter(self, name, config=None, set_active=False):
+        """Add a new adapter to every layer not in `config.leave_out`.
+
+        Its kernels are drawn fresh, and its layer-norm copies (when
+        `config.train_layer_norms`) start as the pretrained layer norms.
+        Functions compiled before (`model.compile`) do not see it: compile
+        again, as after any change of `trainable`.
+
+        Args:
+            name: str, letters, digits, '_', '.' and '-'.
+            config: `AdapterConfig`; defaults to `AdapterConfig()`.
+            set_active: bool, also make it the active adapter.
+
+        Raises:
+            ValueError: if the name is taken or malformed, or `leave_out`
+                names a layer beyond `num_layers`.
+        """
+        check_adapter_name(name)
+        if name in self.adapter_configs:
+            raise ValueError(f"An adapter named {name!r} already exists.")
+        config = (config or AdapterConfig()).to_dict()
+        beyond = [i for i in config["leave_out"] if i >= self.num_layers]
+        if beyond:
+            raise ValueError(f"leave_out {beyond} is beyond the {self.num_layers} layers.")
+        for index, layer in enumerate(self.transformer_layers):
+            if index not in config["leave_out"]:
+                layer.add_adapter(name, config)
+        self.adapter_configs[name] = config
+        if set_active:
+            self.set_active_adapters(name)
+
+    def remove_adapter(self, name):
+        """Delete adapter `name` and its weights; if it was active, none is.
+
+        Raises:
+            ValueError: if there is no such adapter.
+        """
+        self._check_known(name)
+        for layer in self.transformer_layers:
+            if name in layer.adapter_configs:
+                layer.remove_adapter(name)
+        del self.adapter_configs[name]
+        if self.active_adapter == name:
+            self.set_active_adapters(None)
+
+    def set_active_adapters(self, name):
+        """Run adapter `name` from now on (None: the pretrained backbone).
+
+        Eager calls see it at once. Functions compiled before (`model.fit`,
+        `predict`, a `tf.function`) keep the adapter they were traced with:
+        call `model.compile` again, as after any change of `trainable`.
+        `AdapterModel.set_active_adapters` does that itself.
+
+        Raises:
+            ValueError: if there is no such adapter.
+        """
+        if name is not None:
+            self._check_known(name)
+        self.active_adapter = name
+        for layer in self.transformer_layers:
+            layer.active_adapter = name
+
+    def task_adapters(self, name=None):
+        """`{layer index: TaskAdapters}` of adapter `name` (default: the active one)."""
+        name = self.active_adapter if name is None else name
+        self._check_known(name)
+        return {
+            index: layer.task_adapters[name]
+            for index, layer in enumerate(self.transformer_layers)
+            if name in layer.task_adapters
+        }
+
+    @property
+    def adapters(self):
+        """The active adapter's `BottleneckAdapter`s, lowest layer first."""
+        if self.active_adapter is None:
+            return []
+        return [a for task in self.task_adapters().values() for a in task.adapters]
+
     @property
     def drop_first_n(self):
-        """AdapterDrop depth: the adapters of the lowest n layers are skipped."""
-        if self.adapter_drop is None:
-            return 0
+        """AdapterDrop depth: the lowest n layers run without adapters."""
         return int(ops.convert_to_numpy(self.adapter_drop.depth))
 
     def set_drop_first_n(self, n):
-        """Skip the adapters of the lowest `n` layers (Rücklé et al., §3).
+        """Run the lowest `n` layers without adapters (Rücklé et al., §3).
 
         Takes effect at once for inference, and for training unless
         `robust_adapter_drop`, in eager and compiled functions alike: no
         rebuild, no weight copy. `n = 0` runs every adapter; `n = num_layers`
-        computes exactly the backbone without adapters. Layer norms frozen
-        by `freeze_for_adapter_tuning` stay as they were.
+        computes exactly the backbone without adapters. Weights frozen by
+        `freeze_for_adapter_tuning` stay as they were.
 
         Raises:
-            ValueError: unless `0 <= n <= num_layers`, or if the backbone has
-                no adapters.
+            ValueError: unless `0 <= n <= num_layers`.
         """
-        _check_drop_first_n(n, self.num_layers)
-        if self.adapter_drop is None:
-            raise ValueError("This backbone has no adapters to drop.")
+        check_drop_first_n(n, self.num_layers)
         self.adapter_drop.depth.assign(n)
 
     @property
-    def adapters(self):
-        """Every `BottleneckAdapter`, lowest layer first."""
-        return [a for layer in self.transformer_layers for a in layer.adapters]
-
-    @property
     def adapter_weights(self):
-        """The weights adapters add: their kernels and biases, and AdapterDrop's state."""
-        control = [] if self.adapter_drop is None else self.adapter_drop.weights
-        return control + [w for adapter in self.adapters for w in adapter.weights]
+        """Every weight adapters add: all named adapters' and AdapterDrop's state."""
+        weights = list(self.adapter_drop.weights)
+        for layer in self.transformer_layers:
+            for task in layer.task_adapters.values():
+                weights += task.weights
+        return weights
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
                 "hidden_activation": self.hidden_activation,
-                "adapter_config": self.adapter_config,
+                "adapters": self.adapter_configs,
+                "active_adapter": self.active_adapter,
                 "drop_first_n": self.drop_first_n,
                 "robust_adapter_drop": self.robust_adapter_drop,
                 "seed": self.seed,
@@ -481,14 +433,19 @@ def copy_weights(source, target):
     return sorted(targets)
 
 
-def add_adapters(backbone, config=None, drop_first_n=0, robust_adapter_drop=False, seed=None):
-    """A copy of a BERT backbone with bottleneck adapters in its layers.
+DEFAULT_ADAPTER = "default"
+
+
+def add_adapters(backbone, config=None, *, name=DEFAULT_ADAPTER, drop_first_n=0,
+                 robust_adapter_drop=False, seed=None):
+    """A copy of a BERT backbone with one named adapter, active, in its layers.
 
     Every transformer layer (except `config.leave_out`) gets an adapter after
     the attention output projection and dropout, and under `houlsby`
     placement one after the feed-forward output projection and dropout, each
     before the residual add and layer norm (Houlsby et al., 2019, Fig. 2;
-    google-research/adapter-bert). The source is left untouched.
+    google-research/adapter-bert). The source is left untouched. Add more
+    adapters with `AdapterBertBackbone.add_adapter`.
 
     Args:
         backbone: a keras-hub `BertBackbone` (for example from
@@ -496,6 +453,8 @@ def add_adapters(backbone, config=None, drop_first_n=0, robust_adapter_drop=Fals
             without adapters.
         config: `AdapterConfig`. Defaults to `AdapterConfig()` (size 64,
             houlsby placement).
+        name: str, the adapter's name (a task name, say). Defaults to
+            `"default"`.
         drop_first_n: int. Initial AdapterDrop depth; see
             `AdapterBertBackbone.set_drop_first_n`.
         robust_adapter_drop: bool, draw the depth at every training step
@@ -513,13 +472,16 @@ def add_adapters(backbone, config=None, drop_first_n=0, robust_adapter_drop=Fals
     """
     if not isinstance(backbone, BertBackbone):
         raise TypeError(f"Expected a keras_hub BertBackbone; got {type(backbone)}.")
-    if getattr(backbone, "adapter_config", None) is not None:
-        raise ValueError("The backbone already has adapters.")
+    if getattr(backbone, "adapter_configs", None):
+        raise ValueError(
+            "The backbone already has adapters; add more with backbone.add_adapter()."
+        )
     config = config or AdapterConfig()
     adapted = AdapterBertBackbone(
         **{key: getattr(backbone, key) for key in _BERT_CONFIG_KEYS},
         hidden_activation=getattr(backbone, "hidden_activation", "gelu_approximate"),
-        adapter_config=config.to_dict(),
+        adapters={name: config.to_dict()},
+        active_adapter=name,
         drop_first_n=drop_first_n,
         robust_adapter_drop=robust_adapter_drop,
         seed=seed,
@@ -530,4 +492,7 @@ def add_adapters(backbone, config=None, drop_first_n=0, robust_adapter_drop=Fals
     unmatched -= {w.path for w in adapted.adapter_weights}
     if unmatched:
         raise ValueError(f"Weights with no pretrained value: {sorted(unmatched)}.")
+    for layer in adapted.transformer_layers:  # Layer-norm copies start pretrained.
+        if name in layer.task_adapters:
+            layer.reset_layer_norms(name)
     return adapted

@@ -185,7 +185,6 @@ def backbone_kwargs(config, path="config.json"):
         max_sequence_length=config.get("max_position_embeddings", 512),
         num_segments=config.get("type_vocab_size", 2),
         hidden_activation=_HIDDEN_ACT[act],
-        adapter_config=None,
     )
 
 

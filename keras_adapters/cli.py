@@ -110,8 +110,8 @@ def training_callbacks(*extra):
     ]
 
 
-def build_backbone():
-    """Load `--init_from`; under `--tuning=adapters` add adapters.
+def build_backbone(adapter_name):
+    """Load `--init_from`; under `--tuning=adapters` add adapter `adapter_name`.
 
     Call inside the strategy's scope. Returns `(backbone, tokenizer)`.
 
@@ -130,7 +130,8 @@ def build_backbone():
         raise flags.ValidationError(
             f"--drop_first_n must be in [0, {backbone.num_layers - 1}] for this "
             f"{backbone.num_layers}-layer backbone; got {FLAGS.drop_first_n}.")
-    return add_adapters(backbone, adapter_config_from_flags(), FLAGS.drop_first_n,
+    return add_adapters(backbone, adapter_config_from_flags(), name=adapter_name,
+                        drop_first_n=FLAGS.drop_first_n,
                         robust_adapter_drop=FLAGS.robust_adapter_drop, seed=FLAGS.seed), tokenizer
 
 

@@ -18,7 +18,7 @@ def _outputs(logits, is_regression):
 
 
 def write_serving_archive(export_dir, model, serve, input_signature, example_inputs,
-                          resources=()):
+                          resources=(), adapter_drop_knob=True):
     """Write a SavedModel serving `serve` as `serving_default`, atomically.
 
     A model with adapters also gets `serving_adapter_drop`: `serve` with one
@@ -34,6 +34,8 @@ def write_serving_archive(export_dir, model, serve, input_signature, example_inp
         example_inputs: tensors for one warm-up call of `serve`, which builds
             any layer not yet called.
         resources: other Keras objects `serve` uses (e.g. a preprocessor).
+        adapter_drop_knob: bool, add `serving_adapter_drop` when the model
+            has an `AdapterBertBackbone` with adapters. Defaults to True.
     """
     serve(*example_inputs)
     archive = keras.export.ExportArchive()
@@ -41,9 +43,12 @@ def write_serving_archive(export_dir, model, serve, input_signature, example_inp
         archive.track(resource)
     archive.add_endpoint("serving_default", serve, input_signature=input_signature)
     try:
-        adapter_drop = find_adapter_backbone(model).adapter_drop
+        backbone = find_adapter_backbone(model)
     except ValueError:  # No adapter backbone, so no knob.
-        adapter_drop = None
+        backbone = None
+    adapter_drop = None
+    if adapter_drop_knob and backbone is not None and backbone.adapter_names:
+        adapter_drop = backbone.adapter_drop
     if adapter_drop is not None:
 
         def serve_with_depth(*inputs):
@@ -94,3 +99,37 @@ def export_text_classifier(model, preprocessor, export_dir, *, is_pair, is_regre
     signature = [tf.TensorSpec([None], tf.string, name=name) for name in names]
     write_serving_archive(export_dir, model, serve, signature,
                           [tf.constant([""])] * len(names), resources=[preprocessor])
+
+
+def export_multi_task(parallel_model, preprocessor, export_dir, *, is_pair):
+    """Export a `ParallelAdapterModel` as one SavedModel serving every task.
+
+    `serving_default` takes raw strings `sentence1` (and `sentence2` when
+    `is_pair`), `(batch,)`, tokenizes them in the graph, runs the shared lower
+    layers once and each task's layers above them, and returns for each task
+    `<task>_probabilities`, float32 `(batch, classes)`, or for a one-output
+    (regression) head `<task>_scores`, float32 `(batch,)`. Loading it needs
+    `import tensorflow_text` first.
+
+    Args:
+        parallel_model: a `ParallelAdapterModel`.
+        preprocessor: the keras-hub preprocessor the tasks were trained with.
+        export_dir: str, written atomically.
+        is_pair: bool, whether the tasks take two segments.
+    """
+    heads = parallel_model.adapter_model.heads
+    names = SEGMENT_NAMES[: 2 if is_pair else 1]
+
+    def serve(*texts):
+        features = trim_to_longest(tokenize(preprocessor, *texts))
+        logits = parallel_model(features, training=False)
+        outputs = {}
+        for task in parallel_model.tasks:
+            for key, value in _outputs(logits[task], heads[task].num_classes == 1).items():
+                outputs[f"{task}_{key}"] = value
+        return outputs
+
+    signature = [tf.TensorSpec([None], tf.string, name=name) for name in names]
+    write_serving_archive(export_dir, parallel_model, serve, signature,
+                          [tf.constant([""])] * len(names), resources=[preprocessor],
+                          adapter_drop_knob=False)

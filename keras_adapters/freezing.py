@@ -1,12 +1,11 @@
-"""Freezing for adapter tuning: only adapters, layer norms and the head train."""
+"""Freezing for adapter tuning: only one adapter, its layer norms and the head train."""
 
 import dataclasses
 
-import keras
 import numpy as np
 
-from keras_adapters.adapter import BottleneckAdapter
 from keras_adapters.backbone import AdapterBertBackbone
+from keras_adapters.encoder import TaskAdapters
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,26 +51,21 @@ def find_adapter_backbone(model):
     )
 
 
-def _set_trainable(layer, train_adapters, train_layer_norms):
-    """Set `trainable` on the leaves under `layer`, never on a container.
-
-    The flags decide for `BottleneckAdapter`s and `LayerNormalization`s;
-    every other leaf is frozen.
+def _set_trainable(layer, trained):
+    """Freeze every leaf under `layer` but the `TaskAdapters` in `trained`.
 
     Setting `trainable = False` on a container and re-enabling children leaves
-    no trainable weight in Keras 3, so the decision is made leaf by leaf.
+    no trainable weight in Keras 3, so the decision is made leaf by leaf (a
+    `TaskAdapters` counts as a leaf: all of it trains, or none).
     """
-    if isinstance(layer, BottleneckAdapter):
-        layer.trainable = train_adapters
-        return
-    if isinstance(layer, keras.layers.LayerNormalization):
-        layer.trainable = train_layer_norms
+    if isinstance(layer, TaskAdapters):
+        layer.trainable = id(layer) in trained
         return
     children = layer._flatten_layers(include_self=False, recursive=False)
     if not children:
         layer.trainable = False
     for child in children:
-        _set_trainable(child, train_adapters, train_layer_norms)
+        _set_trainable(child, trained)
 
 
 def _size(weights):
@@ -90,41 +84,42 @@ def count_parameters(model):
     )
 
 
-def freeze_for_adapter_tuning(model, train_layer_norms=None):
-    """Freeze a model so only its adapters, layer norms and task head train.
+def freeze_for_adapter_tuning(model, adapter=None):
+    """Freeze a model so only one adapter, its layer norms and the head train.
 
     Houlsby et al. (2019), §2.1: the pretrained weights stay fixed; the
     adapters, the layer normalisation parameters and the task's head are
-    trained. Every weight of `model` outside its backbone (the head) is left
-    trainable; inside the backbone only `BottleneckAdapter` and (unless turned
-    off) `LayerNormalization` weights train.
+    trained. Here the layer norms that train are the adapter's own copies
+    (when its config has `train_layer_norms`), so the pretrained backbone and
+    every other adapter stay bit-identical while it trains. The embeddings'
+    layer norm, below every adapter, stays frozen. Every weight of `model`
+    outside its backbone (the head) is left trainable.
 
     Under specialised AdapterDrop (`drop_first_n` n > 0, not robust) the
-    adapters and layer norms of the lowest n layers, and the embeddings'
-    layer norm, are frozen too: nothing below layer n trains, so no gradient
-    or optimizer slot is spent there. This reads `drop_first_n` when called.
+    lowest n layers run without adapters, so that adapter's weights there
+    are frozen too: nothing below layer n trains, and backprop stops at
+    layer n. This reads `drop_first_n` when called.
 
     Args:
         model: an `AdapterBertBackbone`, or a model holding one (for example a
             keras-hub `BertTextClassifier` built on it).
-        train_layer_norms: bool or None. None takes the backbone's
-            `adapter_config["train_layer_norms"]`.
+        adapter: str or None, the adapter to train; defaults to the active
+            one.
 
     Returns:
         `ParameterCounts` after freezing.
 
     Raises:
-        ValueError: if `model` holds no `AdapterBertBackbone`.
+        ValueError: if `model` holds no `AdapterBertBackbone`, or there is no
+            such (or no active) adapter.
     """
     backbone = find_adapter_backbone(model)
-    if train_layer_norms is None:
-        train_layer_norms = backbone.adapter_config["train_layer_norms"]
+    name = backbone.active_adapter if adapter is None else adapter
+    if name is None:
+        raise ValueError("No adapter to train: the backbone has no active adapter.")
+    first = 0 if backbone.robust_adapter_drop else backbone.drop_first_n
+    trained = {id(task) for index, task in backbone.task_adapters(name).items() if index >= first}
     model.trainable = True
-    below = set()
-    if not backbone.robust_adapter_drop and backbone.drop_first_n:
-        below = {id(backbone.embeddings_layer_norm)}
-        below |= {id(layer) for layer in backbone.transformer_layers[: backbone.drop_first_n]}
     for layer in backbone._flatten_layers(include_self=False, recursive=False):
-        dropped = id(layer) in below
-        _set_trainable(layer, not dropped, train_layer_norms and not dropped)
+        _set_trainable(layer, trained)
     return count_parameters(model)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_adapters.backbone import AdapterBertBackbone, AdapterDrop, add_adapters
+from keras_adapters.adapter_drop import AdapterDrop
+from keras_adapters.backbone import AdapterBertBackbone, add_adapters
 from keras_adapters.config import AdapterConfig
 from keras_adapters.freezing import count_parameters, freeze_for_adapter_tuning
 
@@ -60,12 +61,15 @@ def test_placement_and_parameter_counts(backbone, placement, per_layer):
     assert len(adapted.adapters) == LAYERS * per_layer
     counts = count_parameters(adapted)
     assert counts.pretrained == backbone.count_params()
-    assert counts.total - counts.pretrained == LAYERS * per_layer * (2 * m * HIDDEN + HIDDEN + m)
+    adapters = LAYERS * per_layer * (2 * m * HIDDEN + HIDDEN + m)
+    layer_norm_copies = LAYERS * 2 * 2 * HIDDEN  # Two layer norms per layer, gamma and beta.
+    assert counts.total - counts.pretrained == adapters + layer_norm_copies
 
 
 def test_leave_out_layers_get_no_adapters(backbone, inputs):
     adapted = add_adapters(backbone, AdapterConfig(adapter_size=4, leave_out=(0, 2)))
-    assert [bool(layer.adapters) for layer in adapted.transformer_layers] == [False, True, False]
+    assert [bool(layer.task_adapters) for layer in adapted.transformer_layers] == \
+        [False, True, False]
 
 
 def test_adapters_change_outputs_and_adapter_drop_all_equals_backbone(backbone, inputs):
@@ -80,8 +84,7 @@ def test_adapter_drop_equals_model_without_those_adapters(backbone, inputs):
     adapted = add_adapters(backbone, AdapterConfig(adapter_size=4, initializer_std=0.5))
     reference = add_adapters(backbone, AdapterConfig(adapter_size=4, leave_out=(0, 1)))
     for layer, twin in zip(adapted.transformer_layers[2:], reference.transformer_layers[2:]):
-        for a, b in zip(layer.adapters, twin.adapters):
-            b.set_weights(a.get_weights())
+        twin.task_adapters["default"].set_weights(layer.task_adapters["default"].get_weights())
     adapted.set_drop_first_n(2)
     np.testing.assert_array_equal(
         _outputs(adapted, inputs)["sequence_output"],
@@ -136,12 +139,14 @@ def _classifier(backbone, **adapter_drop):
     return model, counts
 
 
-def test_freezing_trains_only_adapters_layer_norms_and_head(backbone):
+def test_freezing_trains_only_adapters_their_layer_norms_and_head(backbone):
     model, counts = _classifier(backbone)
     trainable = {w.path for w in model.trainable_weights}
     expected = {w.path for a in model.backbone.adapters for w in a.weights}
-    expected |= {w.path for w in model.backbone.weights if "layer_norm" in w.path}
+    expected |= {w.path for w in model.backbone.weights
+                 if "layer_norm" in w.path and "/adapter_default/" in w.path}
     expected |= {"logits/kernel", "logits/bias"}
+    assert len(expected) == LAYERS * (2 * 4 + 2 * 2) + 2  # Adapters, layer-norm copies, head.
     assert trainable == expected
     assert counts.trainable == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     assert 0 < counts.trainable_percent < 100
@@ -219,8 +224,8 @@ def test_specialised_drop_freezes_everything_below_the_first_adapter(backbone, i
     assert trainable and all(not p.startswith(("transformer_layer_0/", "transformer_layer_1/",
                                               "embeddings_layer_norm/")) for p in trainable)
     assert {p for p in trainable if "layer_norm" in p} == {
-        f"transformer_layer_2/{name}_layer_norm/{w}"
-        for name in ("self_attention", "feedforward") for w in ("gamma", "beta")}
+        f"transformer_layer_2/adapter_default/{slot}_layer_norm/{w}"
+        for slot in ("attention", "feedforward") for w in ("gamma", "beta")}
     model.compile(optimizer=keras.optimizers.Adam(1e-2),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(inputs, np.array([0, 1, 1]), epochs=1, verbose=0)
@@ -237,3 +242,16 @@ def test_keras_round_trip_keeps_robust_adapter_drop(backbone, tmp_path):
     assert (restored.robust_adapter_drop, restored.seed, restored.drop_first_n) == (True, 5, 1)
     assert restored.adapter_drop.seed_generator.state.numpy().tolist() == \
         adapted.adapter_drop.seed_generator.state.numpy().tolist()
+
+
+@pytest.mark.parametrize("drop_first_n", [0, 2])
+def test_no_gradient_flows_below_the_lowest_trainable_layer(backbone, inputs, drop_first_n):
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size=4), drop_first_n=drop_first_n)
+    model = keras_hub.models.BertTextClassifier(adapted, num_classes=2, preprocessor=None)
+    freeze_for_adapter_tuning(model)
+    kernels = [layer._feedforward_output_dense.kernel for layer in adapted.transformer_layers]
+    with tf.GradientTape() as tape:  # Watches every variable, frozen ones included.
+        loss = tf.reduce_sum(model(inputs, training=True))
+    grads = tape.gradient(loss, [adapted.token_embedding.embeddings, *kernels])
+    reached = [g is not None for g in grads]
+    assert reached == [False] * (1 + drop_first_n) + [True] * (LAYERS - drop_first_n)

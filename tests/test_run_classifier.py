@@ -69,7 +69,7 @@ def test_adapter_weights_rebuild_the_exported_model(finished_run):
     dev = _dev_slice()
     backbone, tokenizer = from_pretrained()
     model = keras_hub.models.BertTextClassifier(
-        add_adapters(backbone, AdapterConfig(adapter_size=64)), num_classes=2,
+        add_adapters(backbone, AdapterConfig(adapter_size=64), name="mrpc"), num_classes=2,
         preprocessor=None)
     load_adapter_weights(model, str(finished_run / "adapter_weights.safetensors"))
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=64)
@@ -134,4 +134,4 @@ def test_drop_first_n_must_leave_a_layer_to_train(tmp_path):
     with flagsaver.flagsaver():
         _parse([f"--model_dir={tmp_path}", "--drop_first_n=6"])
         with pytest.raises(flags.ValidationError, match=r"\[0, 5\]"):
-            cli.build_backbone()
+            cli.build_backbone("mrpc")

@@ -1,0 +1,110 @@
+"""AdapterDrop's gate: which transformer layers run their adapters.
+
+Rücklé et al., "AdapterDrop: On the Efficiency of Adapters in Transformers"
+(EMNLP 2021, arXiv 2010.11918): specialised AdapterDrop (§3) and robust
+AdapterDrop (§4) share this one in-graph mechanism.
+"""
+
+import contextlib
+
+import keras
+from keras import ops
+
+
+def check_drop_first_n(n, num_layers):
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= num_layers:
+        raise ValueError(
+            f"drop_first_n must be an integer in [0, {num_layers}] "
+            f"(the number of layers); got {n!r}."
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_adapters")
+class AdapterDrop(keras.layers.Layer):
+    """Which transformer layers run their adapters: all but the lowest n.
+
+    AdapterDrop (Rücklé et al., 2021). Specialised AdapterDrop (§3) skips the
+    adapters of a fixed number n of lowest layers, in training and at
+    inference. Robust AdapterDrop (§4) draws n uniformly from
+    {0, ..., num_layers - 1} at every training step, so one model can then
+    run at any n. Both are this one gate, computed inside the graph: under
+    `tf.function`, any `tf.distribute` strategy and in SavedModels.
+
+    Args:
+        num_layers: int, transformer layers in the stack.
+        drop_first_n: int in [0, num_layers], n at inference, and in training
+            unless `robust`. Held in a non-trainable int32 weight
+            `drop_first_n`, so it can change without retracing.
+        robust: bool, draw n at every training step. Defaults to False.
+        seed: int or None, seeds the draws (a `keras.random.SeedGenerator`,
+            whose state is saved with the weights).
+
+    Call arguments:
+        inputs: any tensor; only places the layer in a functional graph.
+        training: bool. Draw n when `robust`.
+
+    Returns:
+        bool `(num_layers,)`: True where the layer runs its adapters.
+
+    Raises:
+        ValueError: if `drop_first_n` is not an integer in [0, num_layers].
+    """
+
+    def __init__(self, num_layers, drop_first_n=0, robust=False, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        check_drop_first_n(drop_first_n, num_layers)
+        self.num_layers = num_layers
+        self.robust = robust
+        self.seed = seed
+        self.depth = self.add_weight(
+            shape=(),
+            dtype="int32",
+            initializer=keras.initializers.Constant(drop_first_n),
+            trainable=False,
+            name="drop_first_n",
+        )
+        self.seed_generator = keras.random.SeedGenerator(seed) if robust else None
+        self._override = None
+
+    @contextlib.contextmanager
+    def override(self, drop_first_n):
+        """Calls traced inside this context use `drop_first_n` as n.
+
+        For a serving signature that takes n as an input (Rücklé et al.,
+        §4: one robust model, the compute chosen at inference): trace the
+        model's call inside the context, with n a tensor input.
+
+        Args:
+            drop_first_n: int scalar tensor.
+        """
+        self._override = drop_first_n
+        try:
+            yield
+        finally:
+            self._override = None
+
+    def call(self, inputs, training=None):
+        if self._override is not None:
+            n = ops.cast(self._override, "int32")
+        elif self.robust and training:
+            n = keras.random.randint(
+                (), 0, self.num_layers, dtype="int32", seed=self.seed_generator
+            )
+        else:
+            n = ops.convert_to_tensor(self.depth)
+        return ops.greater_equal(ops.arange(self.num_layers, dtype="int32"), n)
+
+    def compute_output_spec(self, inputs, training=None):
+        return keras.KerasTensor((self.num_layers,), dtype="bool")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_layers": self.num_layers,
+                "drop_first_n": int(ops.convert_to_numpy(self.depth)),
+                "robust": self.robust,
+                "seed": self.seed,
+            }
+        )
+        return config

@@ -1,0 +1,221 @@
+"""Many tasks on one frozen backbone: named adapters, each with its own head.
+
+The Keras counterpart of AdapterHub's `BertAdapterModel` (`add_adapter`,
+`add_classification_head`, `train_adapter`, `set_active_adapters`,
+`save_adapter`, `load_adapter`).
+"""
+
+import keras
+
+from keras_adapters import adapter_weights
+from keras_adapters.backbone import AdapterBertBackbone
+from keras_adapters.freezing import count_parameters, freeze_for_adapter_tuning
+
+
+@keras.saving.register_keras_serializable(package="keras_adapters")
+class ClassificationHead(keras.layers.Layer):
+    """Dropout, then a dense layer on the pooled output: keras-hub's BERT classifier head.
+
+    Args:
+        num_classes: int, output width (1 for a regression task such as stsb).
+        dropout: float in [0, 1), on the pooled output. Defaults to 0.1.
+        **kwargs: `keras.layers.Layer` arguments.
+
+    Call arguments:
+        outputs: the backbone's output dict; reads `pooled_output`, float
+            `(batch, hidden_dim)`.
+        training: bool.
+
+    Returns:
+        float logits `(batch, num_classes)`.
+    """
+
+    def __init__(self, num_classes, dropout=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.dropout = dropout
+        self.output_dropout = keras.layers.Dropout(dropout, name="output_dropout")
+        self.output_dense = keras.layers.Dense(
+            num_classes,
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            name="output_dense",
+        )
+
+    def build(self, outputs_shape):
+        self.output_dense.build(outputs_shape["pooled_output"])
+        self.built = True
+
+    def call(self, outputs, training=None):
+        pooled = self.output_dropout(outputs["pooled_output"], training=training)
+        return self.output_dense(pooled)
+
+    def compute_output_shape(self, outputs_shape):
+        return (*outputs_shape["pooled_output"][:-1], self.num_classes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_classes": self.num_classes, "dropout": self.dropout})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_adapters")
+class AdapterModel(keras.Model):
+    """An `AdapterBertBackbone` with a registry of task heads, one per adapter.
+
+    Each task is an adapter in the backbone plus a head of the same name. One
+    task runs at a time (`set_active_adapters`); `parallel()` runs several.
+
+    Args:
+        backbone: `AdapterBertBackbone`.
+        heads: dict from task name to head layer (e.g. `ClassificationHead`),
+            or None. Heads are usually added with `add_classification_head`.
+        **kwargs: `keras.Model` arguments.
+
+    Call arguments:
+        inputs: dict of int32 `token_ids`, `segment_ids`, `padding_mask`
+            `(batch, seq)`.
+        training: bool.
+
+    Returns:
+        The active task's head output, e.g. logits `(batch, num_classes)`.
+
+    Raises:
+        ValueError: when called with no active task, or the active adapter
+            has no head.
+    """
+
+    def __init__(self, backbone, heads=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(backbone, AdapterBertBackbone):
+            raise TypeError(f"Expected an AdapterBertBackbone; got {type(backbone)}.")
+        self.backbone = backbone
+        self.heads = {}
+        for name, head in (heads or {}).items():
+            self.add_head(name, head)
+        self.built = True  # The backbone and every head are built.
+
+    @property
+    def active_adapter(self):
+        """The active task's name, or None."""
+        return self.backbone.active_adapter
+
+    def add_adapter(self, name, config=None, set_active=False):
+        """Add adapter `name` to the backbone; see `AdapterBertBackbone.add_adapter`."""
+        self.backbone.add_adapter(name, config)
+        if set_active:
+            self.set_active_adapters(name)
+
+    def add_head(self, name, head):
+        """Register `head` (a layer called on the backbone's output dict) for task `name`.
+
+        Raises:
+            ValueError: if task `name` already has a head.
+        """
+        if name in self.heads:
+            raise ValueError(f"Task {name!r} already has a head.")
+        if not head.built:
+            hidden = self.backbone.hidden_dim
+            head.build({"sequence_output": (None, None, hidden), "pooled_output": (None, hidden)})
+        self._tracker.unlock()
+        try:
+            self.heads[name] = head
+        finally:
+            self._tracker.lock()
+
+    def add_classification_head(self, name, num_classes, dropout=0.1):
+        """Register a `ClassificationHead` for task `name`; returns it."""
+        head = ClassificationHead(num_classes, dropout, name=f"head_{name}")
+        self.add_head(name, head)
+        return head
+
+    def remove_task(self, name):
+        """Delete task `name`: its adapter and its head (if any)."""
+        self.backbone.remove_adapter(name)
+        if name in self.heads:
+            self._tracker.unlock()
+            try:
+                self.heads.pop(name)  # pop, unlike del, untracks it.
+            finally:
+                self._tracker.lock()
+        self._reset_compiled_functions()
+
+    def set_active_adapters(self, name):
+        """Run task `name` (its adapter and head) from now on.
+
+        Unlike the backbone's method, this also drops the model's compiled
+        `predict`/`evaluate`/`fit` functions, so the next call traces the new
+        task. Training a different task needs `train_adapter` and `compile`.
+
+        Raises:
+            ValueError: if the backbone has no adapter `name`.
+        """
+        self.backbone.set_active_adapters(name)
+        self._reset_compiled_functions()
+
+    def _reset_compiled_functions(self):
+        self.train_function = self.test_function = self.predict_function = None
+
+    def train_adapter(self, name):
+        """Activate task `name` and freeze all but its adapter, layer norms and head.
+
+        Every other adapter, head and the backbone stay bit-identical while it
+        trains. Call `compile` afterwards (a new optimizer), as after any
+        change of `trainable`.
+
+        Returns:
+            `ParameterCounts` after freezing.
+        """
+        self.set_active_adapters(name)
+        freeze_for_adapter_tuning(self, name)
+        for task, head in self.heads.items():
+            head.trainable = task == name
+        return count_parameters(self)
+
+    def call(self, inputs, training=None):
+        name = self.backbone.active_adapter
+        if name is None or name not in self.heads:
+            raise ValueError(
+                f"The active task {name!r} has no head; heads: {sorted(self.heads)}."
+            )
+        return self.heads[name](self.backbone(inputs, training=training), training=training)
+
+    def parallel(self, names, drop_first_n):
+        """A `ParallelAdapterModel` running tasks `names` above a shared depth."""
+        from keras_adapters.parallel import ParallelAdapterModel
+
+        return ParallelAdapterModel(self, names, drop_first_n)
+
+    def save_adapter(self, directory, name):
+        """Write task `name`'s adapter, layer norms and head; see `adapter_weights.save_adapter`."""
+        adapter_weights.save_adapter(self, directory, name)
+
+    def load_adapter(self, directory, load_as=None, set_active=False):
+        """Add a task saved by `save_adapter`; see `adapter_weights.load_adapter`.
+
+        Returns:
+            str, the name it was loaded as.
+        """
+        name = adapter_weights.load_adapter(self, directory, load_as=load_as)
+        if set_active:
+            self.set_active_adapters(name)
+        return name
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "heads": {
+                name: keras.saving.serialize_keras_object(head)
+                for name, head in self.heads.items()
+            },
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
+        heads = {
+            name: keras.saving.deserialize_keras_object(head)
+            for name, head in config.pop("heads").items()
+        }
+        return cls(backbone, heads, **config)

@@ -1,0 +1,242 @@
+"""keras-hub's `TransformerEncoder` with any number of named adapters.
+
+Adapters sit where google-research/adapter-bert puts them (Houlsby et al.,
+2019, Fig. 2): after a sub-layer's output projection and dropout, before the
+residual add and layer norm. `AdapterTransformerEncoder` subclasses keras-hub's
+`TransformerEncoder` and only overrides `build()`, wrapping the two dropout and
+two layer-norm sub-layers, so the pretrained computation is reused untouched.
+
+Each named adapter owns its adapters and, when it trains layer norms, its own
+copies of the layer's two layer norms, initialised from the pretrained ones.
+Training one adapter therefore changes no weight that another adapter or the
+bare backbone uses.
+"""
+
+import keras
+from keras import ops
+from keras_hub.src.layers.modeling.transformer_encoder import TransformerEncoder
+
+from keras_adapters.adapter import BottleneckAdapter
+from keras_adapters.config import AdapterConfig
+
+# The default of `AdapterTransformerEncoder.call(adapter=...)`: the active one.
+ACTIVE = "<active adapter>"
+SLOTS = ("attention", "feedforward")
+
+
+@keras.saving.register_keras_serializable(package="keras_adapters")
+class TaskAdapters(keras.layers.Layer):
+    """One named adapter's weights in one transformer layer.
+
+    Args:
+        adapter_config: dict, `AdapterConfig.to_dict()`.
+        layer_norm_epsilon: float, the epsilon of the layer-norm copies.
+        **kwargs: `keras.layers.Layer` arguments.
+
+    Attributes (after `build`):
+        attention_adapter: `BottleneckAdapter` after the attention output
+            (Houlsby placement), or None (Pfeiffer placement).
+        feedforward_adapter: `BottleneckAdapter` after the feed-forward output.
+        attention_layer_norm, feedforward_layer_norm: this adapter's copies of
+            the layer's layer norms when `train_layer_norms`, else None (the
+            pretrained ones are used).
+    """
+
+    def __init__(self, adapter_config, layer_norm_epsilon=1e-12, **kwargs):
+        super().__init__(**kwargs)
+        self.adapter_config = dict(adapter_config)
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+    def build(self, inputs_shape):
+        config = AdapterConfig.from_dict(self.adapter_config)
+        for slot in SLOTS:
+            adapter = None
+            if slot == "feedforward" or config.placement == "houlsby":
+                adapter = BottleneckAdapter(
+                    **config.adapter_kwargs(), dtype=self.dtype_policy, name=f"{slot}_adapter"
+                )
+                adapter.build(inputs_shape)
+            setattr(self, f"{slot}_adapter", adapter)
+            layer_norm = None
+            if config.train_layer_norms:
+                layer_norm = keras.layers.LayerNormalization(
+                    epsilon=self.layer_norm_epsilon,
+                    dtype=self.dtype_policy,
+                    name=f"{slot}_layer_norm",
+                )
+                layer_norm.build(inputs_shape)
+            setattr(self, f"{slot}_layer_norm", layer_norm)
+        self.built = True
+
+    @property
+    def adapters(self):
+        """The `BottleneckAdapter`s, attention first."""
+        return [a for a in (self.attention_adapter, self.feedforward_adapter) if a]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "adapter_config": self.adapter_config,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+            }
+        )
+        return config
+
+
+def _gated(gate, adapted, plain):
+    """`adapted()` where the AdapterDrop gate is open (or absent), else `plain()`."""
+    if gate is None:
+        return adapted()
+    return ops.cond(gate, adapted, plain)
+
+
+class _Routed(keras.layers.Layer):
+    """A pretrained sub-layer that the running adapter may extend or replace.
+
+    `AdapterTransformerEncoder.call` sets `route` to `(task_layer, gate)` for
+    one call; it is stored past Keras' tracking, since the task layer belongs
+    to the encoder.
+    """
+
+    def __init__(self, pretrained, **kwargs):
+        super().__init__(**kwargs)
+        self.pretrained = pretrained
+        object.__setattr__(self, "route", (None, None))
+
+
+class _AdaptedDropout(_Routed):
+    """Dropout, then the running adapter's `BottleneckAdapter` for this slot."""
+
+    def call(self, inputs, training=None):
+        x = self.pretrained(inputs, training=training)
+        adapter, gate = self.route
+        if adapter is None:
+            return x
+        return _gated(gate, lambda: adapter(x), lambda: x)
+
+
+class _AdaptedLayerNorm(_Routed):
+    """The pretrained layer norm, or the running adapter's copy of it."""
+
+    def call(self, inputs):
+        layer_norm, gate = self.route
+        if layer_norm is None:
+            return self.pretrained(inputs)
+        return _gated(gate, lambda: layer_norm(inputs), lambda: self.pretrained(inputs))
+
+
+_ROUTED = {
+    # TransformerEncoder attribute: (its wrapper, the TaskAdapters part it runs)
+    "_self_attention_dropout": (_AdaptedDropout, "attention_adapter"),
+    "_self_attention_layer_norm": (_AdaptedLayerNorm, "attention_layer_norm"),
+    "_feedforward_dropout": (_AdaptedDropout, "feedforward_adapter"),
+    "_feedforward_layer_norm": (_AdaptedLayerNorm, "feedforward_layer_norm"),
+}
+
+
+@keras.saving.register_keras_serializable(package="keras_adapters")
+class AdapterTransformerEncoder(TransformerEncoder):
+    """keras-hub's `TransformerEncoder` with named bottleneck adapters.
+
+    Args:
+        adapters: dict from adapter name to `AdapterConfig.to_dict()`, or
+            None for none. More can be added with `add_adapter`.
+        active_adapter: str or None, the adapter `call` runs by default.
+        **kwargs: `TransformerEncoder` arguments.
+
+    Call arguments:
+        As `TransformerEncoder.call`, plus:
+        adapter: str or None. The adapter to run; defaults to
+            `active_adapter`. None (or a name this layer does not hold, see
+            `AdapterConfig.leave_out`) runs the pretrained layer exactly.
+        adapter_gate: bool scalar tensor or None. False runs the pretrained
+            layer (AdapterDrop): no adapter, and the pretrained layer norms
+            instead of the adapter's copies. Skipping is a `cond` in the graph,
+            so it saves the adapters' compute and needs no retracing. None
+            (the default) runs the adapter.
+    """
+
+    def __init__(self, adapters=None, active_adapter=None, **kwargs):
+        super().__init__(**kwargs)
+        self.adapter_configs = dict(adapters or {})
+        self.active_adapter = active_adapter
+        # Set by AdapterBertBackbone: no trainable weight below this layer.
+        self.stop_input_gradient = False
+
+    def build(self, inputs_shape):
+        super().build(inputs_shape)
+        self._inputs_shape = tuple(inputs_shape)
+        for attr, (wrapper, _) in _ROUTED.items():
+            pretrained = getattr(self, attr)
+            setattr(self, attr, wrapper(pretrained, dtype=self.dtype_policy,
+                                        name=f"{pretrained.name}_routed"))
+        self.task_adapters = {}
+        for name, config in self.adapter_configs.items():
+            self.task_adapters[name] = self._make_task_adapters(name, config)
+
+    def _make_task_adapters(self, name, config):
+        task = TaskAdapters(
+            config,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            dtype=self.dtype_policy,
+            name=f"adapter_{name}",
+        )
+        task.build(self._inputs_shape)
+        self._copy_pretrained_layer_norms(task)
+        return task
+
+    def _copy_pretrained_layer_norms(self, task):
+        for attr, (wrapper, part) in _ROUTED.items():
+            copy = getattr(task, part)
+            if wrapper is _AdaptedLayerNorm and copy is not None:
+                copy.set_weights(getattr(self, attr).pretrained.get_weights())
+
+    def reset_layer_norms(self, name):
+        """Set adapter `name`'s layer-norm copies to the pretrained layer norms."""
+        self._copy_pretrained_layer_norms(self.task_adapters[name])
+
+    def add_adapter(self, name, config):
+        """Add adapter `name` (an `AdapterConfig.to_dict()`); its layer norms copy the pretrained ones."""
+        self.adapter_configs[name] = dict(config)
+        if self.built:
+            self._tracker.unlock()
+            try:
+                # The scope build() runs in, so weight paths match a rebuild's.
+                with keras.name_scope(self.name, caller=self):
+                    self.task_adapters[name] = self._make_task_adapters(name, config)
+            finally:
+                self._tracker.lock()
+
+    def remove_adapter(self, name):
+        """Delete adapter `name` and its weights from this layer."""
+        del self.adapter_configs[name]
+        if self.built:
+            self._tracker.unlock()
+            try:
+                self.task_adapters.pop(name)  # pop, unlike del, untracks it.
+            finally:
+                self._tracker.lock()
+        if self.active_adapter == name:
+            self.active_adapter = None
+
+    def call(self, inputs, *args, adapter=ACTIVE, adapter_gate=None, **kwargs):
+        name = self.active_adapter if adapter == ACTIVE else adapter
+        task = self.task_adapters.get(name) if self.built and name is not None else None
+        wrappers = [getattr(self, attr) for attr in _ROUTED]
+        for wrapper, (_, slot_attr) in zip(wrappers, _ROUTED.values()):
+            part = None if task is None else getattr(task, slot_attr)
+            object.__setattr__(wrapper, "route", (part, adapter_gate))
+        if self.stop_input_gradient:
+            inputs = ops.stop_gradient(inputs)
+        try:
+            return super().call(inputs, *args, **kwargs)
+        finally:
+            for wrapper in wrappers:
+                object.__setattr__(wrapper, "route", (None, None))
+
+    def get_config(self):
+        config = super().get_config()
+        config["adapters"] = dict(self.adapter_configs)
+        config["active_adapter"] = self.active_adapter
+        return config
