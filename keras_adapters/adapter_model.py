@@ -9,6 +9,7 @@ import keras
 
 from keras_adapters import adapter_weights
 from keras_adapters.backbone import AdapterBertBackbone
+from keras_adapters.encoder import tracking_unlocked
 from keras_adapters.freezing import count_parameters, freeze_for_adapter_tuning
 
 
@@ -116,11 +117,8 @@ class AdapterModel(keras.Model):
         if not head.built:
             hidden = self.backbone.hidden_dim
             head.build({"sequence_output": (None, None, hidden), "pooled_output": (None, hidden)})
-        self._tracker.unlock()
-        try:
+        with tracking_unlocked(self):
             self.heads[name] = head
-        finally:
-            self._tracker.lock()
 
     def add_classification_head(self, name, num_classes, dropout=0.1):
         """Register a `ClassificationHead` for task `name`; returns it."""
@@ -132,11 +130,8 @@ class AdapterModel(keras.Model):
         """Delete task `name`: its adapter and its head (if any)."""
         self.backbone.remove_adapter(name)
         if name in self.heads:
-            self._tracker.unlock()
-            try:
+            with tracking_unlocked(self):
                 self.heads.pop(name)  # pop, unlike del, untracks it.
-            finally:
-                self._tracker.lock()
         self._reset_compiled_functions()
 
     def set_active_adapters(self, name):

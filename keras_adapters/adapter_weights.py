@@ -70,7 +70,16 @@ def load_adapter_weights(model, path):
                 f"{path}: saved for a backbone with {field}={metadata.get(field)}, "
                 f"but the model has {getattr(backbone, field)}."
             )
-    weights = {w.path: w for w in model.weights}
+    _assign(path, {w.path: w for w in model.weights}, tensors)
+
+
+def _assign(path, weights, tensors):
+    """Assign each array of `tensors` to the same-key weight of `weights`.
+
+    Raises:
+        ValueError: naming `path` and the key, if a tensor has no weight or
+            a different shape.
+    """
     for key, value in tensors.items():
         if key not in weights:
             raise ValueError(f"{path}: tensor {key!r} has no weight in the model.")
@@ -217,13 +226,7 @@ def load_adapter(model, directory, load_as=None):
                 f"{config_path}: the weights file holds {sorted(set(tensors) - set(targets))} "
                 f"unexpected and lacks {sorted(set(targets) - set(tensors))}."
             )
-        for key, weight in targets.items():
-            if tuple(weight.shape) != tensors[key].shape:
-                raise ValueError(
-                    f"{config_path}: tensor {key!r} has shape {tensors[key].shape}, "
-                    f"the model's weight {tuple(weight.shape)}."
-                )
-            weight.assign(tensors[key])
+        _assign(config_path, targets, tensors)
     except Exception:
         if heads is not None and name in heads:
             model.remove_task(name)

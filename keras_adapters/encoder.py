@@ -12,6 +12,8 @@ Training one adapter therefore changes no weight that another adapter or the
 bare backbone uses.
 """
 
+import contextlib
+
 import keras
 from keras import ops
 from keras_hub.src.layers.modeling.transformer_encoder import TransformerEncoder
@@ -82,6 +84,20 @@ class TaskAdapters(keras.layers.Layer):
             }
         )
         return config
+
+
+@contextlib.contextmanager
+def tracking_unlocked(layer):
+    """Let a built Keras layer take new sub-layers (or drop them) inside the context.
+
+    Keras locks a layer's state after `build`; adapters and heads are added
+    and removed later.
+    """
+    layer._tracker.unlock()
+    try:
+        yield
+    finally:
+        layer._tracker.lock()
 
 
 def _gated(gate, adapted, plain):
@@ -200,23 +216,16 @@ class AdapterTransformerEncoder(TransformerEncoder):
         """Add adapter `name` (an `AdapterConfig.to_dict()`); its layer norms copy the pretrained ones."""
         self.adapter_configs[name] = dict(config)
         if self.built:
-            self._tracker.unlock()
-            try:
-                # The scope build() runs in, so weight paths match a rebuild's.
-                with keras.name_scope(self.name, caller=self):
-                    self.task_adapters[name] = self._make_task_adapters(name, config)
-            finally:
-                self._tracker.lock()
+            # The scope build() runs in, so weight paths match a rebuild's.
+            with tracking_unlocked(self), keras.name_scope(self.name, caller=self):
+                self.task_adapters[name] = self._make_task_adapters(name, config)
 
     def remove_adapter(self, name):
         """Delete adapter `name` and its weights from this layer."""
         del self.adapter_configs[name]
         if self.built:
-            self._tracker.unlock()
-            try:
+            with tracking_unlocked(self):
                 self.task_adapters.pop(name)  # pop, unlike del, untracks it.
-            finally:
-                self._tracker.lock()
         if self.active_adapter == name:
             self.active_adapter = None
 
