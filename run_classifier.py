@@ -2,9 +2,10 @@ r"""Fine-tune bottleneck adapters (or the whole model) on a GLUE task.
 
 Trains under a `tf.distribute` strategy, scores the dev set with the task's
 official GLUE metric after every epoch, and writes to `--model_dir`:
-checkpoints, TensorBoard logs, `eval_results.json`, the adapter-only weights
-(`adapter_weights.safetensors`) and a SavedModel whose `serving_default`
-takes raw text.
+checkpoints, the best epoch's weights (`best/`), TensorBoard logs,
+`eval_results.json`, the adapter-only weights (`adapter_weights.safetensors`)
+and a SavedModel whose `serving_default` takes raw text. A killed run resumes
+where its last backup left off when the same command is run again.
 
 Example (the default: MRPC, all-MiniLM-L6-v2, adapters of size 64):
 
@@ -20,8 +21,14 @@ from absl import app, flags, logging
 from keras_adapters import cli, distribute, glue, metrics
 from keras_adapters.adapter_weights import save_adapter_weights
 from keras_adapters.atomic import write_json
+from keras_adapters.callbacks import KeepBest
 from keras_adapters.export import export_text_classifier
-from keras_adapters.pipeline import make_dataset, make_preprocessor
+from keras_adapters.pipeline import (
+    batch_examples,
+    make_dataset,
+    make_preprocessor,
+    tokenize_examples,
+)
 
 FLAGS = flags.FLAGS
 cli.define_flags()
@@ -48,12 +55,16 @@ class GlueEvaluation(keras.callbacks.Callback):
         self.dev_sets = dev_sets
         self.results = {}
 
-    def on_epoch_end(self, epoch, logs=None):
+    def evaluate(self):
+        """Score every dev split now; returns and keeps `{split: {metric: value}}`."""
         for split, (dataset, labels) in self.dev_sets.items():
             outputs = self.model.predict(dataset, verbose=0)
             predictions = metrics.predictions_from_outputs(self.task, outputs)
-            scores = metrics.compute_metrics(self.task.name, labels, predictions)
-            self.results[split] = scores
+            self.results[split] = metrics.compute_metrics(self.task.name, labels, predictions)
+        return self.results
+
+    def on_epoch_end(self, epoch, logs=None):
+        for split, scores in self.evaluate().items():
             logging.info("epoch %d %s: %s", epoch + 1, split, scores)
             if logs is not None:
                 logs.update({f"{split}_{name}": value for name, value in scores.items()})
@@ -65,12 +76,19 @@ def read_split(task, split, limit):
     return examples.head(limit) if limit else examples
 
 
-def to_dataset(preprocessor, examples, training, static_shapes):
-    """A batched `(features, labels)` dataset of `examples` (see `make_dataset`)."""
-    return make_dataset(
-        preprocessor, examples.text_a, examples.text_b, examples.labels,
-        FLAGS.batch_size, training=training, seed=FLAGS.seed, static_shapes=static_shapes,
-    )
+def dev_dataset(preprocessor, examples, static_shapes):
+    """Batched `(features, labels)` of dev `examples`, in order."""
+    return make_dataset(preprocessor, examples.text_a, examples.text_b, examples.labels,
+                        FLAGS.batch_size, static_shapes=static_shapes)
+
+
+def train_epochs(preprocessor, examples, static_shapes):
+    """A function from an epoch index to its training batches, in a fixed order."""
+    tokenized = tokenize_examples(preprocessor, examples.text_a, examples.text_b,
+                                  examples.labels)
+    return lambda epoch: batch_examples(tokenized, FLAGS.batch_size, training=True,
+                                        seed=FLAGS.seed, epoch=epoch,
+                                        static_shapes=static_shapes)
 
 
 def build_classifier(task, steps_hint):
@@ -99,15 +117,20 @@ def train_and_evaluate(strategy):
         model, tokenizer, steps_per_epoch = build_classifier(
             task, (len(train), static_shapes))
     preprocessor = make_preprocessor(tokenizer, FLAGS.max_seq_length)
-    train_set = to_dataset(preprocessor, train, True, static_shapes)
     evaluation = GlueEvaluation(task, {
-        split: (to_dataset(preprocessor, examples, False, static_shapes), examples.labels)
+        split: (dev_dataset(preprocessor, examples, static_shapes), examples.labels)
         for split, examples in dev.items()
     })
+    best = KeepBest(cli.output_path("best"),
+                    monitor=f"{task.dev_splits[0]}_{metrics.primary_metric(task)}")
     start = time.time()
-    model.fit(train_set, epochs=FLAGS.num_epochs, steps_per_epoch=steps_per_epoch,
-              callbacks=cli.training_callbacks(evaluation), verbose=2)
+    cli.fit(model, train_epochs(preprocessor, train, static_shapes), steps_per_epoch,
+            model.backbone, callbacks=[evaluation, best],
+            run_config={"task": task.name, "data_source": FLAGS.data_source,
+                        "max_train_examples": FLAGS.max_train_examples})
     train_seconds = time.time() - start
+    if not evaluation.results:  # Resumed after the last epoch's backup.
+        evaluation.evaluate()
     write_json(cli.output_path("eval_results.json"), {
         "task": task.name,
         "tuning": FLAGS.tuning,
@@ -115,6 +138,7 @@ def train_and_evaluate(strategy):
         "train_examples": len(train),
         "train_seconds": round(train_seconds, 1),
         "dev": evaluation.results,
+        "best": best.best(),
     })
     if FLAGS.tuning == "adapters":
         save_adapter_weights(model, cli.output_path("adapter_weights.safetensors"))

@@ -53,10 +53,11 @@ def read_features(path, training, limit, tokenizer):
     return examples, features
 
 
-def training_dataset(features, static_shapes):
-    """Batches with labels keyed like the model's outputs."""
+def training_dataset(features, static_shapes, epoch):
+    """Epoch `epoch`'s batches, in a fixed order, labels keyed like the model's outputs."""
     dataset = squad.features_to_dataset(features, FLAGS.batch_size, training=True,
-                                        seed=FLAGS.seed, static_shapes=static_shapes)
+                                        seed=FLAGS.seed, static_shapes=static_shapes,
+                                        epoch=epoch)
     return dataset.map(lambda x, y: (x, {"start_logits": y["start_positions"],
                                          "end_logits": y["end_positions"]}))
 
@@ -92,7 +93,7 @@ def scored_subset(path, qas_ids):
     return dataset
 
 
-def train(model, tokenizer, strategy):
+def train(model, backbone, tokenizer, strategy):
     """Freeze (adapters), compile and fit on `--train_file`; returns seconds."""
     static_shapes = distribute.needs_static_shapes(strategy)
     _, features = read_features(FLAGS.train_file, True, FLAGS.max_train_examples, tokenizer)
@@ -100,8 +101,11 @@ def train(model, tokenizer, strategy):
         optimizer, steps_per_epoch = cli.prepare_for_training(model, len(features), static_shapes)
         model.compile(optimizer=optimizer, loss=span_loss(), loss_weights=SPAN_LOSS_WEIGHTS)
     start = time.time()
-    model.fit(training_dataset(features, static_shapes), epochs=FLAGS.num_epochs,
-              steps_per_epoch=steps_per_epoch, callbacks=cli.training_callbacks(), verbose=2)
+    cli.fit(model, lambda epoch: training_dataset(features, static_shapes, epoch),
+            steps_per_epoch, backbone,
+            run_config={"train_file": FLAGS.train_file, "doc_stride": FLAGS.doc_stride,
+                        "max_query_length": FLAGS.max_query_length,
+                        "max_train_examples": FLAGS.max_train_examples})
     return time.time() - start
 
 
@@ -147,7 +151,7 @@ def main(argv):
         model = build_span_model(backbone)
     results = {"tuning": FLAGS.tuning, "init_from": FLAGS.init_from}
     if FLAGS.mode == "train_and_predict":
-        results["train_seconds"] = round(train(model, tokenizer, strategy), 1)
+        results["train_seconds"] = round(train(model, backbone, tokenizer, strategy), 1)
         if FLAGS.tuning == "adapters":
             save_adapter_weights(model, cli.output_path("adapter_weights.safetensors"))
     else:

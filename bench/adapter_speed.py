@@ -11,10 +11,15 @@ Issue 4's first two benchmarks, on a BERT-base-sized model (12 layers, hidden
 Time arms run in one process, alternating every round so machine noise hits
 them alike; the medians are compared. Peak memory is the peak resident set
 (VmHWM) of a fresh child process per arm (`--arm`) that builds the model and
-trains two steps. Prints a table and
-writes JSON.
+trains two steps; its resident set before the first step is recorded too, so
+the memory training adds can be compared apart from the runtime and weights
+every arm holds. Prints a table and writes JSON.
 
   python bench/adapter_speed.py --output=bench/results/adapter_speed.json
+  python bench/adapter_speed.py --inter_op_threads=1 \
+      --output=bench/results/adapter_speed_inter_op_1.json
+
+`--jit_compile` compiles every arm with XLA.
 """
 
 import json
@@ -26,6 +31,7 @@ import time
 import keras
 import keras_hub
 import numpy as np
+import tensorflow as tf
 from absl import app, flags
 
 from keras_adapters import AdapterConfig, freeze_for_adapter_tuning
@@ -43,6 +49,11 @@ flags.DEFINE_integer("adapter_size", 64, "Adapter bottleneck size.")
 flags.DEFINE_integer("drop_first_n", 5, "AdapterDrop depth of the third training arm.")
 flags.DEFINE_integer("steps", 5, "Timed steps per arm and round.")
 flags.DEFINE_integer("rounds", 3, "Alternating rounds.")
+flags.DEFINE_integer("inter_op_threads", 0,
+                     "TensorFlow inter-op threads; 0 keeps TensorFlow's default (one per core). "
+                     "1 runs one op at a time, which shows how much of full fine-tuning's speed "
+                     "comes from overlapping its weight-gradient matmuls with the backward chain.")
+flags.DEFINE_boolean("jit_compile", False, "Compile every arm with XLA.")
 flags.DEFINE_string("arm", None, "Internal: measure one arm's peak memory and exit.")
 
 TRAIN_ARMS = ("full", "adapters", "adapters_drop")
@@ -70,7 +81,8 @@ def build(arm):
     if adapters:
         freeze_for_adapter_tuning(model)
     model.compile(optimizer=keras.optimizers.AdamW(1e-4),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=FLAGS.jit_compile)
     return model
 
 
@@ -112,48 +124,64 @@ def timed(arms, training):
     return {arm: float(np.median(v)) for arm, v in seconds.items()}
 
 
-def peak_resident_gb():
-    """This process's peak resident set (VmHWM), GiB.
+def resident_gb(field):
+    """This process's resident set now ("VmRSS") or at its peak ("VmHWM"), GiB.
 
     Not `ru_maxrss`: Linux carries that over from the parent across fork and
     exec, so every child would report the parent's size.
     """
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 2**20
-    raise RuntimeError("/proc/self/status has no VmHWM line.")
+    raise RuntimeError(f"/proc/self/status has no {field} line.")
 
 
-def peak_memory_gb(arm):
-    """Peak resident memory of a fresh process training `arm` for a few steps."""
+def arm_memory(arm):
+    """Memory of a fresh process that builds `arm` and trains it for two steps.
+
+    Returns {"peak_gb": peak resident set, "built_gb": resident set once
+    the model is built, before its first step}. Their difference is what
+    training adds to the process and the weights: the traced step, activations
+    kept for backprop, gradients and optimizer slots.
+    """
     command = [sys.executable, __file__, f"--arm={arm}",
                *[a for a in sys.argv[1:] if not a.startswith("--arm")]]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    return json.loads(output.strip().splitlines()[-1])["peak_gb"]
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def main(argv):
     del argv
+    if FLAGS.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     if FLAGS.arm:
-        run = runners([FLAGS.arm], training=True)[FLAGS.arm]
-        step_seconds(run, 2)
-        print(json.dumps({"peak_gb": peak_resident_gb()}))
+        model = build(FLAGS.arm)
+        built = resident_gb("VmRSS")
+        features, labels = batch()
+        for _ in range(2):
+            model.train_on_batch(features, labels)
+        print(json.dumps({"peak_gb": resident_gb("VmHWM"), "built_gb": built}))
         return
     train = timed(TRAIN_ARMS, training=True)
     infer = timed(INFERENCE_ARMS, training=False)
-    memory = {arm: peak_memory_gb(arm) for arm in TRAIN_ARMS}
+    arm_memories = {arm: arm_memory(arm) for arm in TRAIN_ARMS}
+    memory = {arm: m["peak_gb"] for arm, m in arm_memories.items()}
+    training_memory = {arm: m["peak_gb"] - m["built_gb"] for arm, m in arm_memories.items()}
     result = {
         "config": {name: FLAGS[name].value for name in (
             "num_layers", "hidden_dim", "num_heads", "batch_size", "seq_length",
-            "adapter_size", "drop_first_n", "steps", "rounds")},
+            "adapter_size", "drop_first_n", "steps", "rounds", "inter_op_threads",
+            "jit_compile")},
         "train_seconds_per_step": train,
         "train_peak_memory_gb": memory,
+        "train_memory_above_built_model_gb": training_memory,
         "inference_seconds_per_batch": infer,
         "ratios": {
             "adapters_vs_full_step": train["adapters"] / train["full"],
             "adapters_drop_vs_full_step": train["adapters_drop"] / train["full"],
             "adapters_vs_full_memory": memory["adapters"] / memory["full"],
+            "adapters_vs_full_training_memory": training_memory["adapters"] / training_memory["full"],
             "adapters_vs_backbone_inference": infer["adapters"] / infer["backbone"],
         },
         "cpu_count": os.cpu_count(),

@@ -4,18 +4,26 @@ import math
 import os
 
 import keras
+import tensorflow as tf
 from absl import flags, logging
 
 from keras_adapters import distribute
+from keras_adapters.adapter_weights import backbone_identity
 from keras_adapters.backbone import add_adapters
+from keras_adapters.callbacks import EpochWeights, StopOnNaN
 from keras_adapters.checkpoints import DEFAULT_CHECKPOINT, from_pretrained
 from keras_adapters.config import PLACEMENTS, AdapterConfig
 from keras_adapters.freezing import freeze_for_adapter_tuning
 from keras_adapters.optimization import create_optimizer
+from keras_adapters.resume import Backup, TrainingState, fit_resumable
 
 FLAGS = flags.FLAGS
 DEFAULT_LEARNING_RATES = {"adapters": 1e-3, "full": 5e-5}
 CHECKPOINT_PATTERN = "epoch_{epoch:02d}.weights.h5"  # under <model_dir>/checkpoints
+# Flags a resumed run must share with the run that wrote the backup.
+RESUME_FLAGS = ("init_from", "tuning", "adapter_size", "reduction_factor", "adapter_placement",
+                "drop_first_n", "robust_adapter_drop", "learning_rate", "num_epochs",
+                "batch_size", "max_seq_length", "warmup_proportion", "weight_decay", "seed")
 
 
 def define_flags():
@@ -51,7 +59,14 @@ def define_flags():
     flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu.")
     flags.DEFINE_list("devices", None,
                       "Devices for --strategy=mirrored/one_device, e.g. /gpu:0,/gpu:1.")
-    flags.DEFINE_string("model_dir", None, "Where checkpoints, logs and results go.")
+    flags.DEFINE_string("model_dir", None,
+                        "Where checkpoints, logs and results go. Rerunning the same command "
+                        "on it resumes training from its last backup.")
+    flags.DEFINE_integer("save_every_steps", 100,
+                         "Training steps between backups (also saved after every epoch).")
+    flags.DEFINE_bool("deterministic_ops", False,
+                      "tf.config.experimental.enable_op_determinism(): bit-reproducible "
+                      "runs and resumes, at some speed cost.")
     flags.DEFINE_string("export_dir", None,
                         "SavedModel destination. Default: <model_dir>/saved_model.")
     flags.mark_flag_as_required("model_dir")
@@ -68,7 +83,7 @@ def validate_flags():
     elif FLAGS.drop_first_n or FLAGS.robust_adapter_drop:
         raise flags.ValidationError(
             "--drop_first_n and --robust_adapter_drop need --tuning=adapters.")
-    for name in ("num_epochs", "batch_size", "max_seq_length"):
+    for name in ("num_epochs", "batch_size", "max_seq_length", "save_every_steps"):
         if FLAGS[name].value <= 0:
             raise flags.ValidationError(f"--{name} must be > 0; got {FLAGS[name].value}.")
     if FLAGS.strategy == "tpu" and not FLAGS.tpu:
@@ -93,21 +108,50 @@ def start_run():
     """Create `--model_dir`, seed everything, and return the strategy."""
     os.makedirs(FLAGS.model_dir, exist_ok=True)
     keras.utils.set_random_seed(FLAGS.seed)
+    if FLAGS.deterministic_ops:
+        tf.config.experimental.enable_op_determinism()
     strategy = strategy_from_flags()
     logging.info("%s with %d replica(s)", type(strategy).__name__,
                  strategy.num_replicas_in_sync)
     return strategy
 
 
-def training_callbacks(*extra):
-    """Resume-after-kill backup, `extra` callbacks, per-epoch weights, TensorBoard."""
-    return [
-        keras.callbacks.BackupAndRestore(output_path("backup")),
-        *extra,
-        keras.callbacks.ModelCheckpoint(
-            output_path("checkpoints", CHECKPOINT_PATTERN), save_weights_only=True),
+def fit(model, epoch_dataset, steps_per_epoch, backbone, *, run_config, callbacks=()):
+    """Train `model` for `--num_epochs`, resuming from `<model_dir>/backup` if a run left one.
+
+    Callbacks, in order: stop on a NaN loss, `callbacks` (evaluation, best
+    model), per-epoch weights (`checkpoints/`), TensorBoard (`logs/`), and
+    the backup every `--save_every_steps` steps and epoch.
+
+    Args:
+        model: the compiled model.
+        epoch_dataset: function from an epoch index to its batches, in that
+            epoch's fixed order.
+        steps_per_epoch: int.
+        backbone: the model's backbone, whose identity the backup records.
+        run_config: dict of the script's own settings a resumed run must
+            share (the task, data files...), besides `RESUME_FLAGS`.
+        callbacks: extra Keras callbacks.
+
+    Raises:
+        ValueError: if the backup in `--model_dir` is from a run with other
+            settings or another backbone.
+        FloatingPointError: if the loss becomes NaN or infinite.
+    """
+    run_config = {**{name: FLAGS[name].value for name in RESUME_FLAGS}, **run_config,
+                  "backbone": backbone_identity(backbone), "steps_per_epoch": steps_per_epoch}
+    state = TrainingState(model, output_path("backup"), run_config)
+    every = [
+        StopOnNaN(),
+        *callbacks,
+        EpochWeights(output_path("checkpoints", CHECKPOINT_PATTERN)),
         keras.callbacks.TensorBoard(output_path("logs")),
+        Backup(state, steps_per_epoch, FLAGS.save_every_steps),
     ]
+    start = fit_resumable(model, epoch_dataset, epochs=FLAGS.num_epochs,
+                          steps_per_epoch=steps_per_epoch, state=state, callbacks=every)
+    if start:
+        logging.info("Resumed at step %d of %d.", start, steps_per_epoch * FLAGS.num_epochs)
 
 
 def build_backbone(adapter_name):

@@ -208,26 +208,34 @@ def read_tsv_split(data_dir: str | os.PathLike, task: str | GlueTask,
     labelled = split not in task.test_splits
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = (task.headerless_columns if labelled and task.headerless_columns
-                  else next(reader, None))
-        if header is None:
-            raise GlueFormatError(f"{path}:1: empty file, expected a header row")
-        wanted = [task.text_a_column, task.text_b_column, task.label_column if labelled else None]
-        for name in filter(None, wanted):
-            if name not in header:
-                raise GlueFormatError(f"{path}:1: header has no column {name!r}; found {header}")
-        a, b, y = (header.index(name) if name else None for name in wanted)
-        text_a, text_b, labels = [], [], []
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            if len(row) != len(header):
-                raise GlueFormatError(f"{where}: expected {len(header)} tab-separated fields "
-                                      f"{tuple(header)}, found {len(row)}")
-            text_a.append(row[a])
-            if b is not None:
-                text_b.append(row[b])
-            if y is not None:
-                labels.append(_parse_label(task, row[y], where))
+        try:
+            return _read_rows(task, path, reader, labelled)
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise GlueFormatError(f"{path}:{reader.line_num + 1}: unreadable line: {e}") from e
+
+
+def _read_rows(task: GlueTask, path: str, reader, labelled: bool) -> GlueExamples:
+    """The examples of an open GLUE TSV `reader` (see `read_tsv_split`)."""
+    header = (task.headerless_columns if labelled and task.headerless_columns
+              else next(reader, None))
+    if header is None:
+        raise GlueFormatError(f"{path}:1: empty file, expected a header row")
+    wanted = [task.text_a_column, task.text_b_column, task.label_column if labelled else None]
+    for name in filter(None, wanted):
+        if name not in header:
+            raise GlueFormatError(f"{path}:1: header has no column {name!r}; found {header}")
+    a, b, y = (header.index(name) if name else None for name in wanted)
+    text_a, text_b, labels = [], [], []
+    for row in reader:
+        where = f"{path}:{reader.line_num}"
+        if len(row) != len(header):
+            raise GlueFormatError(f"{where}: expected {len(header)} tab-separated fields "
+                                  f"{tuple(header)}, found {len(row)}")
+        text_a.append(row[a])
+        if b is not None:
+            text_b.append(row[b])
+        if y is not None:
+            labels.append(_parse_label(task, row[y], where))
     if not text_a:
         problem = "empty file" if reader.line_num == 0 else "no examples after the header"
         raise GlueFormatError(f"{path}:{reader.line_num + 1}: {problem}")

@@ -1,6 +1,7 @@
 """tf.data input pipelines: tokenize sentence (pairs), pad, trim and batch."""
 
 import keras_hub
+import numpy as np
 import tensorflow as tf
 
 FEATURES = ("token_ids", "segment_ids", "padding_mask")
@@ -62,7 +63,27 @@ def trim_to_longest(features, multiple=PAD_MULTIPLE):
     return {name: value[:, :length] for name, value in features.items()}
 
 
-def batch_by_length(dataset, batch_size, seed=None, group_batches=GROUP_BATCHES):
+def epoch_seed(seed, epoch):
+    """The shuffle seed of training epoch `epoch`: an int, or None if `epoch` is None.
+
+    A fixed order per epoch is what lets a run killed mid-epoch resume on the
+    very batches it would have seen (`keras_adapters.resume`). Seeds are
+    mixed with NumPy's `SeedSequence`, so nearby (seed, epoch) pairs give
+    unrelated orders.
+    """
+    if epoch is None:
+        return seed
+    return int(np.random.SeedSequence([seed or 0, epoch]).generate_state(1)[0])
+
+
+def shuffle(dataset, size, seed=None, epoch=None):
+    """`dataset.shuffle` over `size` elements: reshuffled at every iteration
+    when `epoch` is None, else in the fixed order of epoch `epoch` (`epoch_seed`)."""
+    return dataset.shuffle(size, seed=epoch_seed(seed, epoch),
+                           reshuffle_each_iteration=epoch is None)
+
+
+def batch_by_length(dataset, batch_size, seed=None, group_batches=GROUP_BATCHES, epoch=None):
     """Shuffled training batches of examples of similar length.
 
     The order is Hugging Face's `LengthGroupedSampler`: shuffle all examples,
@@ -78,16 +99,18 @@ def batch_by_length(dataset, batch_size, seed=None, group_batches=GROUP_BATCHES)
         batch_size: int.
         seed: int or None; the same seed gives the same batches every run.
         group_batches: int, batches per sorted group.
+        epoch: int or None. None reshuffles at every iteration; an int gives
+            that epoch's fixed order (see `epoch_seed`).
 
     Returns:
         A dataset of `ceil(N / batch_size)` batches (only the last one
-        partial), reshuffled each epoch.
+        partial).
     """
     size = int(dataset.cardinality())
     if size < 0:
         raise ValueError("batch_by_length needs a dataset of known cardinality.")
     group = batch_size * group_batches
-    dataset = dataset.shuffle(size, seed=seed, reshuffle_each_iteration=True).batch(group)
+    dataset = shuffle(dataset, size, seed, epoch).batch(group)
 
     def sort_by_length(x, y):
         lengths = tf.reduce_sum(tf.cast(x["padding_mask"], tf.int32), axis=1)
@@ -95,26 +118,12 @@ def batch_by_length(dataset, batch_size, seed=None, group_batches=GROUP_BATCHES)
         return tf.nest.map_structure(lambda t: tf.gather(t, order), (x, y))
 
     dataset = dataset.map(sort_by_length).unbatch().batch(batch_size)
-    dataset = dataset.shuffle(group_batches, seed=seed, reshuffle_each_iteration=True)
+    dataset = shuffle(dataset, group_batches, seed, epoch)
     return dataset.apply(tf.data.experimental.assert_cardinality(-(-size // batch_size)))
 
 
-def make_dataset(
-    preprocessor,
-    text_a,
-    text_b,
-    labels,
-    batch_size,
-    *,
-    training=False,
-    seed=None,
-    static_shapes=False,
-):
-    """A batched `tf.data.Dataset` of `(features, labels)` for Keras `fit`.
-
-    Tokenization happens once and is cached; training data is reshuffled each
-    epoch (seeded) and batched with the remainder dropped when shapes must be
-    static.
+def tokenize_examples(preprocessor, text_a, text_b, labels):
+    """Tokenize examples once into a cached, unbatched dataset (see `batch_examples`).
 
     Args:
         preprocessor: from `make_preprocessor`.
@@ -122,16 +131,10 @@ def make_dataset(
         text_b: sequence of str of length N, or None for one-segment tasks.
         labels: array of shape `(N,)` (int class indices or float scores), or
             None for unlabelled prediction.
-        batch_size: int, the global batch size.
-        training: bool. Shuffle, and repeat the order each epoch differently.
-        seed: int or None, the shuffle seed.
-        static_shapes: bool. Keep every batch at `max_seq_length`, and drop
-            the last partial training batch (TPUs need it); otherwise trim
-            each batch with `trim_to_longest`.
 
     Returns:
-        A dataset whose elements are `(features, labels)`, or `features` when
-        `labels` is None; features as in `tokenize`.
+        A dataset of N elements `(features, label)`, or `features` when
+        `labels` is None; features as in `tokenize`, each `(max_seq_length,)`.
     """
     columns = [tf.constant(list(text_a))]
     if text_b is not None:
@@ -148,12 +151,69 @@ def make_dataset(
         dataset = tf.data.Dataset.zip(
             (dataset, tf.data.Dataset.from_tensor_slices(labels))
         )
-    dataset = dataset.cache()
+    return dataset.cache()
+
+
+def batch_examples(
+    dataset, batch_size, *, training=False, seed=None, epoch=None, static_shapes=False
+):
+    """Batches of a `tokenize_examples` dataset for Keras `fit` or `predict`.
+
+    Args:
+        dataset: from `tokenize_examples`.
+        batch_size: int, the global batch size.
+        training: bool. Shuffle (seeded).
+        seed: int or None, the shuffle seed.
+        epoch: int or None. None reshuffles at every pass over the data; an
+            int gives that epoch's fixed order (`epoch_seed`), for resuming.
+        static_shapes: bool. Keep every batch at `max_seq_length`, and drop
+            the last partial training batch (TPUs need it); otherwise trim
+            each batch with `trim_to_longest`.
+
+    Returns:
+        A dataset of batches, features as in `tokenize`, their length cut to
+        the batch's longest example unless `static_shapes`.
+    """
     if training:
-        dataset = dataset.shuffle(len(text_a), seed=seed, reshuffle_each_iteration=True)
+        dataset = shuffle(dataset, int(dataset.cardinality()), seed, epoch)
     dataset = dataset.batch(batch_size, drop_remainder=static_shapes and training)
     if not static_shapes:
         dataset = dataset.map(
             lambda x, *y: (trim_to_longest(x), *y) if y else trim_to_longest(x)
         )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def make_dataset(
+    preprocessor,
+    text_a,
+    text_b,
+    labels,
+    batch_size,
+    *,
+    training=False,
+    seed=None,
+    static_shapes=False,
+):
+    """A batched `tf.data.Dataset` of `(features, labels)` for Keras `fit`.
+
+    `tokenize_examples` then `batch_examples`: tokenization happens once and
+    is cached; training data is reshuffled each epoch (seeded).
+
+    Args:
+        preprocessor: from `make_preprocessor`.
+        text_a: sequence of str, length N.
+        text_b: sequence of str of length N, or None for one-segment tasks.
+        labels: array of shape `(N,)`, or None for unlabelled prediction.
+        batch_size: int, the global batch size.
+        training: bool. Shuffle, and repeat the order each epoch differently.
+        seed: int or None, the shuffle seed.
+        static_shapes: bool, as in `batch_examples`.
+
+    Returns:
+        A dataset whose elements are `(features, labels)`, or `features` when
+        `labels` is None; features as in `tokenize`.
+    """
+    dataset = tokenize_examples(preprocessor, text_a, text_b, labels)
+    return batch_examples(dataset, batch_size, training=training, seed=seed,
+                          static_shapes=static_shapes)

@@ -22,7 +22,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from keras_hub.src.tokenizers import word_piece_tokenizer as keras_hub_wordpiece
 
-from keras_adapters.pipeline import FEATURES, batch_by_length, trim_to_longest
+from keras_adapters.pipeline import FEATURES, batch_by_length, shuffle, trim_to_longest
 
 _CHUNK = 1024  # Texts tokenized per TensorFlow call.
 
@@ -102,14 +102,17 @@ def read_squad(path, training):
     Raises:
         SquadFormatError: naming the file, the JSON location (and question
             id) and the field: invalid JSON, a missing or mistyped field, an
-            empty question, context or answer, or (training) an answer whose
-            text is not at its `answer_start` in the context. Nothing is skipped.
+            empty question, context or answer, a file without questions, or
+            (training) an answer whose text is not at its `answer_start` in
+            the context. Nothing is skipped.
     """
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as e:
         raise SquadFormatError(f"{path}: invalid JSON: {e}") from e
+    except UnicodeDecodeError as e:
+        raise SquadFormatError(f"{path}: not UTF-8 text: {e}") from e
     examples = []
     for a, article in enumerate(_field(data, "data", list, path, "top level")):
         for p, paragraph in enumerate(_field(article, "paragraphs", list, path, f"data[{a}]")):
@@ -117,6 +120,8 @@ def read_squad(path, training):
             context = _text(paragraph, "context", path, where)
             for q, qa in enumerate(_field(paragraph, "qas", list, path, where)):
                 examples.append(_example(qa, context, path, f"{where}.qas[{q}]", training))
+    if not examples:
+        raise SquadFormatError(f"{path}: no questions.")
     return examples
 
 
@@ -154,7 +159,7 @@ def _example(qa, context, path, where, training):
         return SquadExample(qas_id, question, context, texts)
     for i, (answer, text) in enumerate(zip(answers, texts)):
         start = _field(answer, "answer_start", int, path, f"{where}.answers[{i}]")
-        if context[start : start + len(text)] != text:
+        if start < 0 or context[start : start + len(text)] != text:
             raise SquadFormatError(
                 f"{path}: {where}.answers[{i}]: field 'answer_start' {start} does not "
                 f"point at {text!r} in the context (found {context[start : start + len(text)]!r})."
@@ -432,7 +437,8 @@ def _feature(index, qas_id, window, span, query, ids, offsets, is_best, answer, 
     )
 
 
-def features_to_dataset(features, batch_size, training=False, seed=None, static_shapes=False):
+def features_to_dataset(features, batch_size, training=False, seed=None, static_shapes=False,
+                        epoch=None):
     """A batched `tf.data.Dataset` of features, for Keras `fit` or `predict`.
 
     Args:
@@ -446,6 +452,9 @@ def features_to_dataset(features, batch_size, training=False, seed=None, static_
         static_shapes: bool. Keep every batch at L, plainly shuffled with the
             last partial training batch dropped (TPUs need it); otherwise cut
             each batch with `pipeline.trim_to_longest`.
+        epoch: int or None. None reshuffles at every pass over the data; an
+            int gives that training epoch's fixed order (`pipeline.epoch_seed`),
+            for resuming mid-epoch.
 
     Returns:
         A dataset whose `x` is a dict of int32 `(batch, length)` `token_ids`,
@@ -463,10 +472,10 @@ def features_to_dataset(features, batch_size, training=False, seed=None, static_
                             ("end_positions", "end_position"))}
     dataset = tf.data.Dataset.from_tensor_slices((x, y))
     if static_shapes:
-        dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+        dataset = shuffle(dataset, len(features), seed, epoch)
         dataset = dataset.batch(batch_size, drop_remainder=True)
     else:
-        dataset = batch_by_length(dataset, batch_size, seed).map(
+        dataset = batch_by_length(dataset, batch_size, seed, epoch=epoch).map(
             lambda x, y: (trim_to_longest(x), y))
     return dataset.prefetch(tf.data.AUTOTUNE)
 

@@ -10,11 +10,8 @@ import pytest
 import sklearn.metrics
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer ops for loading)
-from absl import flags
-from absl.testing import flagsaver
 
-import run_classifier  # noqa: F401  (defines the flags)
-from keras_adapters import cli, glue
+from keras_adapters import glue
 from keras_adapters.adapter_weights import load_adapter_weights
 from keras_adapters.backbone import add_adapters
 from keras_adapters.checkpoints import from_pretrained
@@ -83,11 +80,6 @@ def test_adapter_weights_rebuild_the_exported_model(finished_run):
     assert np.abs(model.get_layer("logits").bias.numpy()).max() > 0
 
 
-def _parse(argv):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["run_classifier", *argv])
-
-
 # One process per MirroredStrategy: a second one in a process clashes on
 # collective keys (test_backbone.py already made one here).
 MIRRORED_STATIC_RUN = """
@@ -114,24 +106,3 @@ def test_mirrored_strategy_with_static_shapes_runs_the_tpu_data_path(glue_dir, t
     results = json.loads((tmp_path / "eval_results.json").read_text())
     assert set(results["dev"]["dev"]) == {"accuracy"}
     assert (tmp_path / "saved_model" / "saved_model.pb").exists()
-
-
-@pytest.mark.parametrize("argv,message", [
-    (["--adapter_size=0"], "adapter_size"),
-    (["--tuning=full", "--drop_first_n=1"], "drop_first_n"),
-    (["--tuning=full", "--robust_adapter_drop"], "robust_adapter_drop"),
-    (["--strategy=tpu"], "--tpu"),
-    (["--batch_size=0"], "batch_size"),
-])
-def test_incompatible_flags_are_rejected(argv, message, tmp_path):
-    with flagsaver.flagsaver():
-        _parse([f"--model_dir={tmp_path}", *argv])
-        with pytest.raises(flags.ValidationError, match=message):
-            cli.validate_flags()
-
-
-def test_drop_first_n_must_leave_a_layer_to_train(tmp_path):
-    with flagsaver.flagsaver():
-        _parse([f"--model_dir={tmp_path}", "--drop_first_n=6"])
-        with pytest.raises(flags.ValidationError, match=r"\[0, 5\]"):
-            cli.build_backbone("mrpc")
