@@ -11,6 +11,35 @@ SEGMENT_NAMES = ("sentence1", "sentence2")
 ADAPTER_DROP_SIGNATURE = "serving_adapter_drop"
 
 
+def checked_texts(names, texts):
+    """Serving text inputs made safe to tokenize.
+
+    Bytes that are not UTF-8 become U+FFFD (the replacement character), so
+    such a request gets an answer rather than a tokenizer error; texts of
+    every length are fine (the preprocessor truncates them as in training).
+
+    Args:
+        names: the inputs' names, for the error message.
+        texts: string tensors `(batch,)`, one per name.
+
+    Returns:
+        The texts, valid UTF-8.
+
+    Raises:
+        tf.errors.InvalidArgumentError: when called, if the inputs hold
+            different numbers of texts (the message names them).
+    """
+    checks = [
+        tf.debugging.assert_equal(
+            tf.size(text), tf.size(texts[0]),
+            message=f"{name} must hold as many texts as {names[0]}")
+        for name, text in zip(names[1:], texts[1:])
+    ]
+    with tf.control_dependencies(checks):
+        return [tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace")
+                for text in texts]
+
+
 def _outputs(logits, is_regression):
     if is_regression:
         return {"scores": tf.squeeze(logits, axis=-1)}
@@ -74,7 +103,9 @@ def export_text_classifier(model, preprocessor, export_dir, *, is_pair, is_regre
     as in training (the same keras-hub preprocessor and sequence length),
     runs the model and returns `probabilities`, float32 `(batch, classes)`,
     or for regression `scores`, float32 `(batch,)`. It runs the model's
-    AdapterDrop depth at export time.
+    AdapterDrop depth at export time. Inputs go through `checked_texts`:
+    empty and over-long texts are served, bytes that are not UTF-8 are
+    replaced, and `sentence1`/`sentence2` of different lengths are refused.
 
     A model with adapters also gets `serving_adapter_drop`, with one more
     input `drop_first_n` (see `write_serving_archive`).
@@ -93,7 +124,7 @@ def export_text_classifier(model, preprocessor, export_dir, *, is_pair, is_regre
     names = SEGMENT_NAMES[: 2 if is_pair else 1]
 
     def serve(*texts):
-        features = trim_to_longest(tokenize(preprocessor, *texts))
+        features = trim_to_longest(tokenize(preprocessor, *checked_texts(names, texts)))
         return _outputs(model(features, training=False), is_regression)
 
     signature = [tf.TensorSpec([None], tf.string, name=name) for name in names]
@@ -121,7 +152,7 @@ def export_multi_task(parallel_model, preprocessor, export_dir, *, is_pair):
     names = SEGMENT_NAMES[: 2 if is_pair else 1]
 
     def serve(*texts):
-        features = trim_to_longest(tokenize(preprocessor, *texts))
+        features = trim_to_longest(tokenize(preprocessor, *checked_texts(names, texts)))
         logits = parallel_model(features, training=False)
         outputs = {}
         for task in parallel_model.tasks:

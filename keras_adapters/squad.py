@@ -338,8 +338,11 @@ def window_spans(num_tokens, max_tokens, doc_stride):
 
     Windows hold at most `max_tokens` tokens, start `doc_stride` tokens apart
     (less when a window is shorter), and stop at the first window reaching
-    the end. No tokens give no windows.
+    the end. No tokens (a context of control characters, say) give one empty
+    window, as in serving, so every question still gets a prediction.
     """
+    if num_tokens == 0:
+        return [(0, 0)]
     spans, start = [], 0
     while start < num_tokens:
         length = min(num_tokens - start, max_tokens)

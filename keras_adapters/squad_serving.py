@@ -12,7 +12,7 @@ it as a SavedModel.
 
 import tensorflow as tf
 
-from keras_adapters.export import write_serving_archive
+from keras_adapters.export import checked_texts, write_serving_archive
 from keras_adapters.squad import OffsetTokenizer
 
 _TIE_BREAK = 0.01  # BERT's max-context score: min(left, right) + 0.01 * length.
@@ -207,7 +207,9 @@ def export_question_answerer(model, tokenizer, export_dir, **settings):
     """Export a span model as a SavedModel that answers raw-text questions.
 
     Its `serving_default` signature takes `question` and `context`, string
-    tensors `(batch,)`, and returns the dict of `answer_questions`. A model
+    tensors `(batch,)`, and returns the dict of `answer_questions`. Bytes
+    that are not UTF-8 are replaced by U+FFFD, and question and context of
+    different lengths are refused (`export.checked_texts`). A model
     with adapters also gets `serving_adapter_drop`, with one more input
     `drop_first_n` (see `export.write_serving_archive`). Loading it needs
     `import tensorflow_text` before `tf.saved_model.load`.
@@ -228,9 +230,12 @@ def export_question_answerer(model, tokenizer, export_dir, **settings):
         raise ValueError(f"max_seq_length leaves no room for context: {settings}")
     offset_tokenizer = OffsetTokenizer(tokenizer)
 
+    names = ("question", "context")
+
     def serve(question, context):
+        question, context = checked_texts(names, (question, context))
         return answer_questions(model, offset_tokenizer, question, context, **settings)
 
-    signature = [tf.TensorSpec([None], tf.string, name=name) for name in ("question", "context")]
+    signature = [tf.TensorSpec([None], tf.string, name=name) for name in names]
     write_serving_archive(export_dir, model, serve, signature,
                           [tf.constant(["?"]), tf.constant(["."])])

@@ -11,6 +11,7 @@ from keras_adapters.backbone import add_adapters
 from keras_adapters.config import AdapterConfig
 from keras_adapters.export import export_text_classifier
 from keras_adapters.pipeline import make_preprocessor, tokenize
+from tests.conftest import saved_model_cli_show, serve_in_fresh_process
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a cat dog sat on mat big".split()
 A = ["the cat sat on the mat", "a big dog", ""]
@@ -30,13 +31,15 @@ def test_export_matches_the_model(tmp_path, is_pair, is_regression):
     export_text_classifier(model, preprocessor, str(tmp_path / "export"),
                            is_pair=is_pair, is_regression=is_regression)
 
-    texts = {"sentence1": tf.constant(A)}
+    texts = {"sentence1": A}
     if is_pair:
-        texts["sentence2"] = tf.constant(B)
-    logits = model.predict(tokenize(preprocessor, *texts.values()), verbose=0)
-    serve = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"]
-    assert set(serve.structured_input_signature[1]) == set(texts)
-    outputs = serve(**texts)
+        texts["sentence2"] = B
+    logits = model.predict(tokenize(preprocessor, *map(tf.constant, texts.values())), verbose=0)
+    shown = saved_model_cli_show(tmp_path / "export")
+    for name in texts:
+        assert f"inputs['{name}'] tensor_info:\n        dtype: DT_STRING" in shown
+    assert "signature_def['serving_adapter_drop']" in shown
+    outputs = serve_in_fresh_process(tmp_path / "export", texts)
     if is_regression:
         np.testing.assert_allclose(outputs["scores"], logits[:, 0], atol=1e-5)
     else:
@@ -84,3 +87,31 @@ def test_adapter_drop_signature_runs_the_requested_depth(tmp_path):
     default = loaded.signatures["serving_default"](sentence1=tf.constant(A),
                                                    sentence2=tf.constant(B))
     np.testing.assert_allclose(default["probabilities"], served[1], atol=1e-6)  # Exported at 1.
+
+
+def test_serving_answers_bad_requests_or_refuses_them_clearly(tmp_path):
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(VOCAB), num_layers=1, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, max_sequence_length=32)
+    model = keras_hub.models.BertTextClassifier(backbone, num_classes=2, preprocessor=None)
+    preprocessor = make_preprocessor(keras_hub.models.BertTokenizer(vocabulary=VOCAB), 32)
+    export_text_classifier(model, preprocessor, str(tmp_path / "export"),
+                           is_pair=True, is_regression=False)
+    serve = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"]
+
+    def expected(first, second):
+        features = tokenize(preprocessor, tf.constant(first), tf.constant(second))
+        return tf.nn.softmax(model.predict(features, verbose=0)).numpy()
+
+    long_text = "the big cat sat on the mat " * 500  # truncated to 32 tokens, as in training
+    requests = [([""], [""], [""], [""]),
+                ([long_text], ["a dog"], [long_text], ["a dog"]),
+                ([b"the \xff\xfe cat"], [b"dog \xc3"], ["the \ufffd\ufffd cat"], ["dog \ufffd"])]
+    for first, second, as_text_a, as_text_b in requests:
+        outputs = serve(sentence1=tf.constant(first), sentence2=tf.constant(second))
+        np.testing.assert_allclose(outputs["probabilities"], expected(as_text_a, as_text_b),
+                                   atol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="sentence2 must hold as many texts as sentence1"):
+        serve(sentence1=tf.constant(["a", "b"]), sentence2=tf.constant(["a"]))

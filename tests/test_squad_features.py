@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_adapters import squad
+from keras_adapters import squad, squad_postprocessing
 from keras_adapters.checkpoints import from_pretrained
 from tests.conftest import SQUAD_DEV as DEV, SQUAD_TRAIN as TRAIN, require_squad
 
@@ -237,7 +237,7 @@ def test_windows_and_max_context_follow_bert(tokenizer, num_tokens, max_seq_leng
         assert list(feature.token_is_max_context[context]) == expected
         chosen[positions[feature.token_is_max_context[context]]] += 1
     assert (chosen == 1).all()
-    assert squad.window_spans(0, max_tokens, doc_stride) == []
+    assert squad.window_spans(0, max_tokens, doc_stride) == [(0, 0)]
 
 
 def test_training_labels(tokenizer):
@@ -280,3 +280,15 @@ def test_features_to_dataset(tokenizer):
     batches = list(squad.features_to_dataset(features, 4))
     assert [b["token_ids"].shape[0] for b in batches] == [4, 2]
     np.testing.assert_array_equal(batches[0]["token_ids"][0], features[0].token_ids)
+
+
+def test_context_without_tokens_still_gets_an_empty_prediction(tokenizer):
+    example = squad.SquadExample("q", "What?", "\x1b\x07", ("\x1b",), 0, "\x1b")
+    features = squad.convert_to_features([example], tokenizer, max_seq_length=16,
+                                         doc_stride=4, max_query_length=8, training=True)
+    assert len(features) == 1 and (features[0].token_offsets == -1).all()
+    assert features[0].start_position == features[0].end_position == 0  # [CLS]
+    logits = np.random.default_rng(0).normal(size=(1, 16)).astype("float32")
+    predictions, _ = squad_postprocessing.predict_answers(
+        [example], features, logits, logits, n_best_size=5, max_answer_length=4)
+    assert predictions == {"q": ""}

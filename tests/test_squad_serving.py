@@ -15,7 +15,8 @@ from keras_adapters.checkpoints import from_pretrained
 from keras_adapters.config import AdapterConfig
 from keras_adapters.freezing import find_adapter_backbone
 from keras_adapters.span_head import build_span_model
-from tests.conftest import SQUAD_DEV as DEV, require_squad
+from tests.conftest import SQUAD_DEV as DEV
+from tests.conftest import require_squad, saved_model_cli_show, serve_in_fresh_process
 from tests.test_squad_features import UNICODE_CASES
 
 SETTINGS = dict(max_seq_length=96, doc_stride=32, max_query_length=24, n_best_size=20,
@@ -148,19 +149,27 @@ def test_saved_model_serves_the_same_answers(model, tokenizer, tmp_path):
         backbone.set_drop_first_n(0)
     assert not np.allclose(dropped["score"], eager["score"], rtol=0, atol=1e-5)
     squad_serving.export_question_answerer(model, tokenizer, str(tmp_path / "qa"), **SETTINGS)
-    signatures = tf.saved_model.load(str(tmp_path / "qa")).signatures
-    serve = signatures["serving_default"]
-    assert set(serve.structured_input_signature[1]) == {"question", "context"}
-    texts = dict(question=tf.constant(questions), context=tf.constant(contexts))
-    for served, expected in ((serve(**texts), eager),
-                             (signatures["serving_adapter_drop"](
-                                 **texts, drop_first_n=tf.constant(2)), dropped)):
+    shown = saved_model_cli_show(tmp_path / "qa")
+    assert "signature_def['serving_default']" in shown
+    assert "signature_def['serving_adapter_drop']" in shown
+    texts = dict(question=questions, context=contexts)
+    for served, expected in ((serve_in_fresh_process(tmp_path / "qa", texts), eager),
+                             (serve_in_fresh_process(tmp_path / "qa", {**texts, "drop_first_n": 2},
+                                                     "serving_adapter_drop"), dropped)):
         assert set(served) == set(expected)
         for name, value in expected.items():
             if value.dtype == tf.string:
-                assert served[name].numpy().tolist() == value.numpy().tolist()
+                assert served[name] == [v.decode() for v in value.numpy().tolist()]
             else:
                 np.testing.assert_allclose(served[name], value, atol=1e-5)
+    serve = tf.saved_model.load(str(tmp_path / "qa")).signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="context must hold as many texts as question"):
+        serve(question=tf.constant(questions), context=tf.constant(contexts[:1]))
+    broken = serve(question=tf.constant([b"Where is the \xff cat?"]),
+                   context=tf.constant([contexts[0].encode() + b"\xfe"]))
+    fixed = _serve(model, tokenizer, ["Where is the \ufffd cat?"], [contexts[0] + "\ufffd"])
+    assert broken["answer"].numpy().tolist() == fixed["answer"].numpy().tolist()
 
 
 def test_export_rejects_settings_without_room_for_context(model, tokenizer, tmp_path):
