@@ -2,8 +2,9 @@ r"""Train adapters (or the whole model) for SQuAD v1.1 extractive QA.
 
 Follows google-research/bert `run_squad.py`: windows of `--max_seq_length`
 tokens with `--doc_stride`, a span head, n-best decoding, and the official
-SQuAD v1.1 exact match and F1. Writes to `--model_dir`: checkpoints,
-TensorBoard logs, `predictions.json`, `nbest_predictions.json`,
+SQuAD v1.1 exact match and F1, scored after every epoch. Writes to
+`--model_dir`: checkpoints, the best epoch by dev F1 (`best/`), TensorBoard
+logs, `predictions.json`, `nbest_predictions.json`,
 `eval_results.json`, for adapters `adapter_weights.safetensors`, and a
 SavedModel (`--export_dir`, default `<model_dir>/saved_model`) whose
 `serving_default` answers raw (`question`, `context`) strings.
@@ -16,12 +17,14 @@ import glob
 import json
 import time
 
+import keras
 import numpy as np
 from absl import app, flags, logging
 
 from keras_adapters import cli, distribute, squad, squad_postprocessing, squad_serving
 from keras_adapters.adapter_weights import save_adapter_weights
 from keras_adapters.atomic import write_json
+from keras_adapters.callbacks import KeepBest
 from keras_adapters.span_head import OUTPUTS, SPAN_LOSS_WEIGHTS, build_span_model, span_loss
 
 FLAGS = flags.FLAGS
@@ -93,8 +96,43 @@ def scored_subset(path, qas_ids):
     return dataset
 
 
-def train(model, backbone, tokenizer, strategy):
-    """Freeze (adapters), compile and fit on `--train_file`; returns seconds."""
+class SquadEvaluation(keras.callbacks.Callback):
+    """Predicts and scores `--predict_file` after every epoch.
+
+    The official exact match and F1 (percent) go into the epoch's logs as
+    `dev_exact_match` and `dev_f1` (for `KeepBest` and TensorBoard); the
+    latest predictions stay in `self.predictions`, `self.nbest` and
+    `self.scores`.
+    """
+
+    def __init__(self, examples, features):
+        super().__init__()
+        self.examples, self.features = examples, features
+        self.predictions = self.nbest = self.scores = None
+
+    def evaluate(self):
+        """Predict and score now; returns `{"exact_match", "f1"}`."""
+        start_logits, end_logits = predict_logits(self.model, self.features)
+        self.predictions, self.nbest = squad_postprocessing.predict_answers(
+            self.examples, self.features, start_logits, end_logits,
+            n_best_size=FLAGS.n_best_size, max_answer_length=FLAGS.max_answer_length)
+        self.scores = squad_postprocessing.score_predictions(
+            scored_subset(FLAGS.predict_file, self.predictions), self.predictions)
+        return self.scores
+
+    def on_epoch_end(self, epoch, logs=None):
+        scores = self.evaluate()
+        logging.info("epoch %d dev: %s", epoch + 1, scores)
+        if logs is not None:
+            logs.update({f"dev_{name}": value for name, value in scores.items()})
+
+
+def train(model, backbone, tokenizer, strategy, evaluation):
+    """Freeze (adapters), compile and fit on `--train_file`; returns seconds.
+
+    `evaluation` scores the dev set after every epoch, and the best epoch by
+    dev F1 is kept in `<model_dir>/best/`.
+    """
     static_shapes = distribute.needs_static_shapes(strategy)
     _, features = read_features(FLAGS.train_file, True, FLAGS.max_train_examples, tokenizer)
     with strategy.scope():
@@ -103,6 +141,7 @@ def train(model, backbone, tokenizer, strategy):
     start = time.time()
     cli.fit(model, lambda epoch: training_dataset(features, static_shapes, epoch),
             steps_per_epoch, backbone,
+            callbacks=[evaluation, KeepBest(cli.output_path("best"), monitor="dev_f1")],
             run_config={"train_file": FLAGS.train_file, "doc_stride": FLAGS.doc_stride,
                         "max_query_length": FLAGS.max_query_length,
                         "max_train_examples": FLAGS.max_train_examples})
@@ -124,20 +163,6 @@ def load_latest_checkpoint(model):
     model.load_weights(checkpoints[-1])
 
 
-def predict_and_score(model, tokenizer):
-    """Predict `--predict_file`, write the prediction files, return official EM/F1 (%)."""
-    examples, features = read_features(FLAGS.predict_file, False, FLAGS.max_predict_examples,
-                                       tokenizer)
-    start_logits, end_logits = predict_logits(model, features)
-    predictions, nbest = squad_postprocessing.predict_answers(
-        examples, features, start_logits, end_logits,
-        n_best_size=FLAGS.n_best_size, max_answer_length=FLAGS.max_answer_length)
-    squad_postprocessing.write_predictions(predictions, nbest, FLAGS.model_dir)
-    scores = squad_postprocessing.score_predictions(
-        scored_subset(FLAGS.predict_file, predictions), predictions)
-    return {**scores, "questions": len(examples), "windows": len(features)}
-
-
 def main(argv):
     del argv
     cli.validate_flags()
@@ -149,14 +174,26 @@ def main(argv):
     with strategy.scope():
         backbone, tokenizer = cli.build_backbone("squad")
         model = build_span_model(backbone)
-    results = {"tuning": FLAGS.tuning, "init_from": FLAGS.init_from}
+    examples, features = read_features(FLAGS.predict_file, False, FLAGS.max_predict_examples,
+                                       tokenizer)
+    evaluation = SquadEvaluation(examples, features)
+    evaluation.set_model(model)
+    results = {"tuning": FLAGS.tuning, "init_from": FLAGS.init_from,
+               "questions": len(examples), "windows": len(features)}
     if FLAGS.mode == "train_and_predict":
-        results["train_seconds"] = round(train(model, backbone, tokenizer, strategy), 1)
+        results["train_seconds"] = round(
+            train(model, backbone, tokenizer, strategy, evaluation), 1)
         if FLAGS.tuning == "adapters":
             save_adapter_weights(model, cli.output_path("adapter_weights.safetensors"))
     else:
         load_latest_checkpoint(model)
-    results.update(predict_and_score(model, tokenizer))
+    if evaluation.scores is None:  # Predict mode, or resumed after the last epoch's backup.
+        evaluation.evaluate()
+    squad_postprocessing.write_predictions(evaluation.predictions, evaluation.nbest,
+                                           FLAGS.model_dir)
+    results.update(evaluation.scores)
+    if FLAGS.mode == "train_and_predict":
+        results["best"] = KeepBest(cli.output_path("best"), monitor="dev_f1").best()
     write_json(cli.output_path("eval_results.json"), results)
     squad_serving.export_question_answerer(
         model, tokenizer, FLAGS.export_dir or cli.output_path("saved_model"),

@@ -148,10 +148,8 @@ def fit(model, epoch_dataset, steps_per_epoch, backbone, *, run_config, callback
         keras.callbacks.TensorBoard(output_path("logs")),
         Backup(state, steps_per_epoch, FLAGS.save_every_steps),
     ]
-    start = fit_resumable(model, epoch_dataset, epochs=FLAGS.num_epochs,
-                          steps_per_epoch=steps_per_epoch, state=state, callbacks=every)
-    if start:
-        logging.info("Resumed at step %d of %d.", start, steps_per_epoch * FLAGS.num_epochs)
+    fit_resumable(model, epoch_dataset, epochs=FLAGS.num_epochs,
+                  steps_per_epoch=steps_per_epoch, state=state, callbacks=every)
 
 
 def build_backbone(adapter_name):

@@ -98,12 +98,14 @@ class TrainingState:
         if len(arrays) != len(variables):
             raise ValueError(f"{self.path} holds {len(arrays)} tensors; this model trains "
                              f"{len(variables)}.")
-        for (key, array), (name, variable) in zip(sorted(arrays.items()), variables.items()):
+        pairs = list(zip(sorted(arrays.items()), variables.items()))
+        for (key, array), (name, variable) in pairs:  # All checked before any is assigned.
             if array.shape != tuple(variable.shape):
                 raise ValueError(
                     f"{self.path}: tensor {key!r} has shape {array.shape}, but the model's "
                     f"{name!r} has {tuple(variable.shape)}."
                 )
+        for (_, array), (_, variable) in pairs:
             variable.assign(array)
         step = int(metadata[_STEP_KEY])
         logging.info("Resumed from %s at step %d.", self.path, step)

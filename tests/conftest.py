@@ -43,28 +43,35 @@ def _split_cpu_in_two():
 _split_cpu_in_two()
 
 
-# A SavedModel served the way a serving team would: a fresh process that
-# imports only TensorFlow and tensorflow-text, loads it and calls a signature.
+# SavedModels served the way a serving team would: a fresh process that
+# imports only TensorFlow and tensorflow-text, loads them and calls signatures.
 _SERVE_IN_FRESH_PROCESS = """
 import json, sys
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
-export_dir, signature, inputs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-serve = tf.saved_model.load(export_dir).signatures[signature]
-outputs = serve(**{name: tf.constant(value) for name, value in inputs.items()})
-print(json.dumps({name: [v.decode() for v in value.numpy().ravel()] if value.dtype == tf.string
-                  else value.numpy().tolist() for name, value in outputs.items()}))
+results = []
+for export_dir, signature, inputs in json.loads(sys.argv[1]):
+    signatures = tf.saved_model.load(export_dir).signatures
+    outputs = signatures[signature](**{name: tf.constant(value) for name, value in inputs.items()})
+    results.append({name: [v.decode() for v in value.numpy().ravel()]
+                    if value.dtype == tf.string else value.numpy().tolist()
+                    for name, value in outputs.items()})
+    results[-1]["__signatures__"] = sorted(signatures)
+print(json.dumps(results))
 """
 
 
-def serve_in_fresh_process(export_dir, inputs, signature="serving_default"):
-    """Call `signature` of the SavedModel at `export_dir` in a new Python process.
+def serve_in_fresh_process(*calls):
+    """Call SavedModel signatures in one new Python process.
 
     Args:
-        inputs: dict of input name to a JSON-serialisable list (or scalar).
+        *calls: `(export_dir, signature, inputs)` triples, `inputs` a dict of
+            input name to a JSON-serialisable list (or scalar).
 
     Returns:
-        dict of output name to a NumPy array (strings as a list of str).
+        A list with each call's dict of output name to a NumPy array (strings
+        as a list of str), plus `"__signatures__"`: the names of the
+        SavedModel's signatures.
     """
     import json
     import subprocess
@@ -72,13 +79,13 @@ def serve_in_fresh_process(export_dir, inputs, signature="serving_default"):
 
     import numpy as np
 
-    result = subprocess.run(
-        [sys.executable, "-c", _SERVE_IN_FRESH_PROCESS, str(export_dir), signature,
-         json.dumps(inputs)], capture_output=True, text=True, timeout=300)
+    payload = json.dumps([(str(d), signature, inputs) for d, signature, inputs in calls])
+    result = subprocess.run([sys.executable, "-c", _SERVE_IN_FRESH_PROCESS, payload],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    outputs = json.loads(result.stdout.strip().splitlines()[-1])
-    return {name: value if value and isinstance(value[0], str) else np.array(value)
-            for name, value in outputs.items()}
+    return [{name: value if value and isinstance(value[0], str) else np.array(value)
+             for name, value in outputs.items()}
+            for outputs in json.loads(result.stdout.strip().splitlines()[-1])]
 
 
 def saved_model_cli_show(export_dir):

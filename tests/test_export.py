@@ -18,32 +18,41 @@ A = ["the cat sat on the mat", "a big dog", ""]
 B = ["the dog", "a cat sat", "big"]
 
 
-@pytest.mark.parametrize("is_pair,is_regression", [(True, False), (False, False), (True, True)])
-def test_export_matches_the_model(tmp_path, is_pair, is_regression):
+def tiny_classifier(num_classes=3):
+    """A 2-layer BERT classifier with adapters over `VOCAB`, and its preprocessor (length 32)."""
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.BertBackbone(
         vocabulary_size=len(VOCAB), num_layers=2, num_heads=2, hidden_dim=8,
         intermediate_dim=16, max_sequence_length=32)
     model = keras_hub.models.BertTextClassifier(
         add_adapters(backbone, AdapterConfig(adapter_size=2, initializer_std=0.3)),
-        num_classes=1 if is_regression else 3, preprocessor=None)
-    preprocessor = make_preprocessor(keras_hub.models.BertTokenizer(vocabulary=VOCAB), 32)
-    export_text_classifier(model, preprocessor, str(tmp_path / "export"),
-                           is_pair=is_pair, is_regression=is_regression)
+        num_classes=num_classes, preprocessor=None)
+    return model, make_preprocessor(keras_hub.models.BertTokenizer(vocabulary=VOCAB), 32)
 
-    texts = {"sentence1": A}
-    if is_pair:
-        texts["sentence2"] = B
-    logits = model.predict(tokenize(preprocessor, *map(tf.constant, texts.values())), verbose=0)
-    shown = saved_model_cli_show(tmp_path / "export")
-    for name in texts:
+
+def test_exports_serve_the_model_in_a_fresh_process(tmp_path):
+    """Pair and single-sentence classifiers and a regressor, as serving loads them."""
+    kinds = {"pair": (True, False), "single": (False, False), "regression": (True, True)}
+    calls, expected = [], {}
+    for kind, (is_pair, is_regression) in kinds.items():
+        model, preprocessor = tiny_classifier(num_classes=1 if is_regression else 3)
+        export_text_classifier(model, preprocessor, str(tmp_path / kind),
+                               is_pair=is_pair, is_regression=is_regression)
+        texts = {"sentence1": A, **({"sentence2": B} if is_pair else {})}
+        logits = model.predict(tokenize(preprocessor, *map(tf.constant, texts.values())),
+                               verbose=0)
+        expected[kind] = ({"scores": logits[:, 0]} if is_regression
+                          else {"probabilities": tf.nn.softmax(logits).numpy()})
+        calls.append((tmp_path / kind, "serving_default", texts))
+    for kind, outputs in zip(kinds, serve_in_fresh_process(*calls)):
+        assert outputs.pop("__signatures__") == ["serving_adapter_drop", "serving_default"]
+        assert outputs.keys() == expected[kind].keys()
+        for name, value in expected[kind].items():
+            np.testing.assert_allclose(outputs[name], value, atol=1e-5, err_msg=kind)
+    shown = saved_model_cli_show(tmp_path / "pair")
+    for name in ("sentence1", "sentence2"):
         assert f"inputs['{name}'] tensor_info:\n        dtype: DT_STRING" in shown
     assert "signature_def['serving_adapter_drop']" in shown
-    outputs = serve_in_fresh_process(tmp_path / "export", texts)
-    if is_regression:
-        np.testing.assert_allclose(outputs["scores"], logits[:, 0], atol=1e-5)
-    else:
-        np.testing.assert_allclose(outputs["probabilities"], tf.nn.softmax(logits), atol=1e-5)
 
 
 def test_export_replaces_an_existing_export_atomically(tmp_path):

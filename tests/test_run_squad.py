@@ -51,6 +51,16 @@ def test_predictions_json_is_official_and_rescoring_gives_the_reported_numbers(t
     assert (model_dir / "adapter_weights.safetensors").exists()
 
 
+def test_the_best_epoch_is_kept_with_its_dev_scores(trained):
+    model_dir, results = trained
+    best = json.loads((model_dir / "best" / "best_results.json").read_text())
+    assert results["best"] == best
+    assert best["epoch"] == 1 and best["monitor"] == "dev_f1"
+    assert best["value"] == pytest.approx(results["f1"])  # one epoch: the final model
+    assert best["logs"]["dev_exact_match"] == pytest.approx(results["exact_match"])
+    assert (model_dir / "best" / "model.weights.h5").exists()
+
+
 def test_saved_model_answers_raw_text_like_predictions_json(trained):
     model_dir, _ = trained
     predictions = json.loads((model_dir / "predictions.json").read_text())

@@ -2,29 +2,17 @@
 
 import itertools
 
-import keras
-import keras_hub
 import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
 
 from bench.serving_load import load_test
-from keras_adapters.backbone import add_adapters
-from keras_adapters.config import AdapterConfig
 from keras_adapters.export import export_text_classifier
-from keras_adapters.pipeline import make_preprocessor
-from tests.test_export import VOCAB
+from tests.test_export import tiny_classifier
 
 
 def test_concurrent_calls_return_the_single_thread_outputs(tmp_path):
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=len(VOCAB), num_layers=2, num_heads=2, hidden_dim=8,
-        intermediate_dim=16, max_sequence_length=32)
-    model = keras_hub.models.BertTextClassifier(
-        add_adapters(backbone, AdapterConfig(adapter_size=2, initializer_std=0.3)),
-        num_classes=3, preprocessor=None)
-    preprocessor = make_preprocessor(keras_hub.models.BertTokenizer(vocabulary=VOCAB), 32)
+    model, preprocessor = tiny_classifier()
     export_text_classifier(model, preprocessor, str(tmp_path / "export"),
                            is_pair=True, is_regression=False)
     signature = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"]
