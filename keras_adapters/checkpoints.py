@@ -276,10 +276,22 @@ def assign_hf_weights(backbone, tensors, config, file="checkpoint"):
 
 
 def _hf_tokenizer(folder):
-    """A `BertTokenizer` from `vocab.txt` and `tokenizer_config.json` (optional)."""
+    """A `BertTokenizer` from `vocab.txt` and `tokenizer_config.json` (optional).
+
+    Raises:
+        ValueError: if `vocab.txt` holds more tokens than config.json's
+            `vocab_size`.
+    """
     vocab = os.path.join(folder, "vocab.txt")
     if not os.path.exists(vocab):
         raise FileNotFoundError(f"Checkpoint folder {folder!r} has no vocab.txt.")
+    with open(vocab, encoding="utf-8") as f:
+        size = sum(1 for _ in f)
+    vocabulary_size = _read_json(folder, "config.json")["vocab_size"]
+    if size > vocabulary_size:
+        raise ValueError(
+            f"{vocab} has {size} tokens, but config.json's vocab_size is {vocabulary_size}: "
+            "token ids past it have no embedding. The vocabulary does not match the model.")
     config = _read_json(folder, "tokenizer_config.json", required=False)
     lowercase = config.get("do_lower_case", True)
     strip_accents = config.get("strip_accents")  # None: follows lowercasing.

@@ -1,8 +1,29 @@
 """`tf.distribute` strategies by name, as in the TF Model Garden's `distribute_utils`."""
 
+import socket
+
 import tensorflow as tf
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+
+
+def check_tpu_reachable(tpu_address, timeout=10.0):
+    """Raise if a `grpc://host:port` TPU address does not accept connections.
+
+    `TPUClusterResolver` waits indefinitely on such an address when no TPU is
+    there; this fails within `timeout` seconds instead. Names and "" (looked
+    up by the resolver itself) pass unchecked.
+
+    Raises:
+        ConnectionError: naming the address, if nothing listens there.
+    """
+    if not tpu_address.startswith("grpc://"):
+        return
+    host, _, port = tpu_address.removeprefix("grpc://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise ConnectionError(f"--tpu={tpu_address}: no TPU answers there ({e}).") from e
 
 
 def connect_to_tpu(tpu_address):
@@ -14,7 +35,12 @@ def connect_to_tpu(tpu_address):
 
     This call blocks while looking for the TPU; it is the only TPU-specific
     step, everything after it is shared with the other strategies.
+
+    Raises:
+        ConnectionError: a `grpc://` address where nothing listens
+            (`check_tpu_reachable`).
     """
+    check_tpu_reachable(tpu_address)
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)

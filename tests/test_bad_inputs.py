@@ -16,7 +16,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 import run_classifier
-from keras_adapters import cli, glue, squad
+from keras_adapters import cli, distribute, glue, squad
 from keras_adapters.adapter_model import AdapterModel
 from keras_adapters.adapter_weights import load_adapter, save_adapter
 from keras_adapters.checkpoints import from_pretrained
@@ -87,6 +87,14 @@ def _backup_from_other_backbone(tmp):
     model.compile(optimizer="adam")
     TrainingState(model, str(tmp), {"backbone": "checkpoint A"}).save(3)
     return TrainingState(model, str(tmp), {"backbone": "checkpoint B"}).restore()
+
+
+def _vocabulary_too_large(tmp):
+    folder = tmp / "tiny"
+    write_hf_folder(folder, tiny_tensors())
+    with open(folder / "vocab.txt", "a", encoding="utf-8") as f:
+        f.write("extra\n")
+    return from_pretrained(str(folder))
 
 
 CASES = {
@@ -161,6 +169,12 @@ CASES = {
         lambda tmp: _flags(f"--init_from={_tiny(tmp)}", "--max_seq_length=64",
                            call=lambda: cli.build_backbone("mrpc"))(tmp),
         flags.ValidationError, r"--max_seq_length=64 exceeds the backbone's 16"),
+    "vocabulary larger than the model's": (
+        _vocabulary_too_large, ValueError,
+        r"vocab\.txt has 13 tokens, but config\.json's vocab_size is 12"),
+    "--tpu address where no TPU answers": (
+        lambda tmp: distribute.check_tpu_reachable("grpc://127.0.0.1:9", timeout=2.0),
+        ConnectionError, r"--tpu=grpc://127\.0\.0\.1:9: no TPU answers there"),
     "missing checkpoint folder": (
         lambda tmp: from_pretrained(str(tmp / "nowhere")), FileNotFoundError,
         r"No checkpoint folder at '.*nowhere'"),
