@@ -64,7 +64,7 @@ def trim_to_longest(features, multiple=PAD_MULTIPLE):
 
 
 def epoch_seed(seed, epoch):
-    """The shuffle seed of training epoch `epoch`: an int, or None if `epoch` is None.
+    """The shuffle seed of training epoch `epoch`: an int (`seed` itself if `epoch` is None).
 
     A fixed order per epoch is what lets a run killed mid-epoch resume on the
     very batches it would have seen (`keras_adapters.resume`). Seeds are

@@ -124,3 +124,19 @@ def test_batch_by_length_rejects_unknown_cardinality():
     dataset = _lengths_dataset([3, 4]).filter(lambda x, y: True)
     with pytest.raises(ValueError, match="known cardinality"):
         batch_by_length(dataset, 2)
+
+
+def test_an_epoch_index_fixes_that_epochs_order_in_any_process():
+    lengths = np.random.default_rng(0).integers(1, 65, size=97)
+
+    def order(epoch):
+        dataset = batch_by_length(_lengths_dataset(lengths), 8, seed=3, group_batches=4,
+                                  epoch=epoch)
+        return np.concatenate([ids for _, ids in _epoch(dataset)]).tolist()
+
+    first = order(0)
+    assert order(0) == first  # a fresh pipeline (as after a restart) repeats epoch 0
+    assert order(1) != first and sorted(order(1)) == sorted(first)
+    unfixed = batch_by_length(_lengths_dataset(lengths), 8, seed=3, group_batches=4)
+    passes = [np.concatenate([ids for _, ids in _epoch(unfixed)]).tolist() for _ in range(2)]
+    assert passes[0] != passes[1]  # without an epoch, each pass reshuffles
