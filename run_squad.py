@@ -108,6 +108,8 @@ class SquadEvaluation(keras.callbacks.Callback):
     def __init__(self, examples, features):
         super().__init__()
         self.examples, self.features = examples, features
+        # The reference answers of these questions, read once for every epoch's scoring.
+        self.reference = scored_subset(FLAGS.predict_file, [e.qas_id for e in examples])
         self.predictions = self.nbest = self.scores = None
 
     def evaluate(self):
@@ -116,8 +118,7 @@ class SquadEvaluation(keras.callbacks.Callback):
         self.predictions, self.nbest = squad_postprocessing.predict_answers(
             self.examples, self.features, start_logits, end_logits,
             n_best_size=FLAGS.n_best_size, max_answer_length=FLAGS.max_answer_length)
-        self.scores = squad_postprocessing.score_predictions(
-            scored_subset(FLAGS.predict_file, self.predictions), self.predictions)
+        self.scores = squad_postprocessing.score_predictions(self.reference, self.predictions)
         return self.scores
 
     def on_epoch_end(self, epoch, logs=None):

@@ -120,7 +120,7 @@ def from_pretrained(source=DEFAULT_CHECKPOINT, *, load_weights=True, dtype=None)
     if "model_type" not in config and "hidden_size" not in config:
         raise ValueError(f"{path}/config.json is neither Hugging Face nor keras-hub.")
     backbone = AdapterBertBackbone(**backbone_kwargs(config, path), dtype=dtype)
-    tokenizer = _hf_tokenizer(path)
+    tokenizer = _hf_tokenizer(path, config["vocab_size"])
     if load_weights:
         file, tensors = _read_tensors(path)
         assign_hf_weights(backbone, tensors, config, file)
@@ -275,7 +275,7 @@ def assign_hf_weights(backbone, tensors, config, file="checkpoint"):
         raise ValueError(f"Unexpected tensors in {file}: {unused}.")
 
 
-def _hf_tokenizer(folder):
+def _hf_tokenizer(folder, vocabulary_size):
     """A `BertTokenizer` from `vocab.txt` and `tokenizer_config.json` (optional).
 
     Raises:
@@ -287,7 +287,6 @@ def _hf_tokenizer(folder):
         raise FileNotFoundError(f"Checkpoint folder {folder!r} has no vocab.txt.")
     with open(vocab, encoding="utf-8") as f:
         size = sum(1 for _ in f)
-    vocabulary_size = _read_json(folder, "config.json")["vocab_size"]
     if size > vocabulary_size:
         raise ValueError(
             f"{vocab} has {size} tokens, but config.json's vocab_size is {vocabulary_size}: "
