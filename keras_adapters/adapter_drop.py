@@ -8,6 +8,7 @@ AdapterDrop (§4) share this one in-graph mechanism.
 import contextlib
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -34,7 +35,8 @@ class AdapterDrop(keras.layers.Layer):
         num_layers: int, transformer layers in the stack.
         drop_first_n: int in [0, num_layers], n at inference, and in training
             unless `robust`. Held in a non-trainable int32 weight
-            `drop_first_n`, so it can change without retracing.
+            `drop_first_n`, so inference can change it without retracing
+            (training reads it when traced: `static_gates`).
         robust: bool, draw n at every training step. Defaults to False.
         seed: int or None, seeds the draws (a `keras.random.SeedGenerator`,
             whose state is saved with the weights).
@@ -82,6 +84,34 @@ class AdapterDrop(keras.layers.Layer):
             yield
         finally:
             self._override = None
+
+    def static_gates(self, training):
+        """The gates as Python bools, when a traced training step can fix them.
+
+        Specialised AdapterDrop trains at one depth, so the training step is
+        traced with the layers' adapters simply present or absent, with no
+        `cond` per adapter and layer norm. A `cond` hands every intermediate
+        its gradient needs out of its branch; at BERT-base size, batch 16
+        and sequence 128, the step then peaked 0.3 GiB higher (3.36 against
+        3.07 GiB, bench/adapter_speed.py's adapter arm). The depth
+        is read when the step is traced, as `trainable` is (and as
+        `freeze_for_adapter_tuning` reads it): after changing it, freeze and
+        compile again before training.
+
+        Args:
+            training: the call's `training` flag.
+
+        Returns:
+            list of `num_layers` bools (True: run the adapters), or None
+            when the gates must stay in the graph: at inference (where
+            `drop_first_n` changes take effect in compiled functions), under
+            robust AdapterDrop, and inside `override`.
+        """
+        if not training or self.robust or self._override is not None:
+            return None
+        with tf.init_scope():  # Read the value now, even while tracing.
+            n = int(ops.convert_to_numpy(self.depth))
+        return [index >= n for index in range(self.num_layers)]
 
     def call(self, inputs, training=None):
         if self._override is not None:

@@ -13,17 +13,18 @@ from keras import ops
 from keras_hub.models import BertBackbone
 from keras_hub.src.layers.modeling.position_embedding import PositionEmbedding
 from keras_hub.src.models.bert.bert_backbone import bert_kernel_initializer
-from keras_hub.src.utils.keras_utils import gelu_approximate
 
+from keras_adapters import activations
 from keras_adapters.adapter_drop import AdapterDrop, check_drop_first_n
 from keras_adapters.config import AdapterConfig
 from keras_adapters.encoder import AdapterTransformerEncoder
 
 HIDDEN_ACTIVATIONS = {
-    # keras-hub's BERT default, and Hugging Face's "gelu_new".
-    "gelu_approximate": gelu_approximate,
+    # keras-hub's BERT default, and Hugging Face's "gelu_new". Both GELUs
+    # compute Keras' values and keep only their input for backprop.
+    "gelu_approximate": activations.gelu_approximate,
     # Hugging Face BERT checkpoints' "gelu": the exact erf form.
-    "gelu": lambda x: keras.activations.gelu(x, approximate=False),
+    "gelu": activations.gelu,
     "relu": keras.activations.relu,
 }
 
@@ -219,7 +220,14 @@ class AdapterBertBackbone(BertBackbone):
 
     def call(self, inputs, training=None, mask=None, **kwargs):
         self._mark_frozen_inputs()
-        return super().call(inputs, training=training, mask=mask, **kwargs)
+        gates = self.adapter_drop.static_gates(training) or [None] * self.num_layers
+        for layer, gate in zip(self.transformer_layers, gates):
+            layer.static_adapter_gate = gate
+        try:
+            return super().call(inputs, training=training, mask=mask, **kwargs)
+        finally:  # Direct calls of the layers (ParallelAdapterModel) use their own gates.
+            for layer in self.transformer_layers:
+                layer.static_adapter_gate = None
 
     def _mark_frozen_inputs(self):
         """Cut backprop below the lowest layer with a trainable weight.
@@ -358,11 +366,14 @@ class AdapterBertBackbone(BertBackbone):
     def set_drop_first_n(self, n):
         """Run the lowest `n` layers without adapters (Rücklé et al., §3).
 
-        Takes effect at once for inference, and for training unless
-        `robust_adapter_drop`, in eager and compiled functions alike: no
-        rebuild, no weight copy. `n = 0` runs every adapter; `n = num_layers`
-        computes exactly the backbone without adapters. Weights frozen by
-        `freeze_for_adapter_tuning` stay as they were.
+        Inference sees it at once, in eager and compiled functions alike:
+        no rebuild, no weight copy. Training (unless `robust_adapter_drop`)
+        reads n when its step is traced, so that the step has no AdapterDrop
+        `cond`s (see `AdapterDrop.static_gates`); call
+        `freeze_for_adapter_tuning` and `compile` again before training at
+        the new n, as after any change of `trainable`. `n = 0` runs every
+        adapter; `n = num_layers` computes exactly the backbone without
+        adapters.
 
         Raises:
             ValueError: unless `0 <= n <= num_layers`.

@@ -101,9 +101,15 @@ def tracking_unlocked(layer):
 
 
 def _gated(gate, adapted, plain):
-    """`adapted()` where the AdapterDrop gate is open (or absent), else `plain()`."""
-    if gate is None:
+    """`adapted()` where the AdapterDrop gate is open (or absent), else `plain()`.
+
+    `gate` is None, a Python bool (decided when traced) or a bool scalar
+    tensor (decided when run, by a `cond`).
+    """
+    if gate is None or gate is True:
         return adapted()
+    if gate is False:
+        return plain()
     return ops.cond(gate, adapted, plain)
 
 
@@ -170,15 +176,19 @@ class AdapterTransformerEncoder(TransformerEncoder):
             layer (AdapterDrop): no adapter, and the pretrained layer norms
             instead of the adapter's copies. Skipping is a `cond` in the graph,
             so it saves the adapters' compute and needs no retracing. None
-            (the default) runs the adapter.
+            (the default) runs the adapter. `static_adapter_gate`, when the
+            backbone sets it to a Python bool for one call, replaces it.
     """
 
     def __init__(self, adapters=None, active_adapter=None, **kwargs):
         super().__init__(**kwargs)
         self.adapter_configs = dict(adapters or {})
         self.active_adapter = active_adapter
-        # Set by AdapterBertBackbone: no trainable weight below this layer.
+        # Set by AdapterBertBackbone for each call: no trainable weight below
+        # this layer; the AdapterDrop gate as a Python bool when it is fixed
+        # at trace time (AdapterDrop.static_gates), overriding `adapter_gate`.
         self.stop_input_gradient = False
+        self.static_adapter_gate = None
 
     def build(self, inputs_shape):
         super().build(inputs_shape)
@@ -231,6 +241,8 @@ class AdapterTransformerEncoder(TransformerEncoder):
 
     def call(self, inputs, *args, adapter=ACTIVE, adapter_gate=None, **kwargs):
         name = self.active_adapter if adapter == ACTIVE else adapter
+        if self.static_adapter_gate is not None:
+            adapter_gate = self.static_adapter_gate
         task = self.task_adapters.get(name) if self.built and name is not None else None
         wrappers = [getattr(self, attr) for attr in _ROUTED]
         for wrapper, (_, slot_attr) in zip(wrappers, _ROUTED.values()):

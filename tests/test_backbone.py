@@ -255,3 +255,35 @@ def test_no_gradient_flows_below_the_lowest_trainable_layer(backbone, inputs, dr
     grads = tape.gradient(loss, [adapted.token_embedding.embeddings, *kernels])
     reached = [g is not None for g in grads]
     assert reached == [False] * (1 + drop_first_n) + [True] * (LAYERS - drop_first_n)
+
+
+def _cond_ops(concrete_function):
+    return [op.type for op in concrete_function.graph.get_operations()
+            if op.type in ("If", "StatelessIf")]
+
+
+def test_specialised_training_is_traced_without_conds_at_the_depth_it_reads(backbone, inputs):
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size=4, initializer_std=0.5),
+                           drop_first_n=2)
+    reference = add_adapters(backbone, AdapterConfig(adapter_size=4, leave_out=(0, 1)))
+    for layer, twin in zip(adapted.transformer_layers[2:], reference.transformer_layers[2:]):
+        twin.task_adapters["default"].set_weights(layer.task_adapters["default"].get_weights())
+    train = tf.function(lambda: adapted(inputs, training=True)["sequence_output"])
+    infer = tf.function(lambda: adapted(inputs, training=False)["sequence_output"])
+    assert _cond_ops(train.get_concrete_function()) == []
+    assert len(_cond_ops(infer.get_concrete_function())) == 4 * LAYERS  # 2 adapters, 2 norms.
+    expected = reference(inputs, training=True)["sequence_output"].numpy()  # dropout is 0.
+    np.testing.assert_allclose(train().numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(infer().numpy(), expected, atol=1e-5)
+    assert [layer.static_adapter_gate for layer in adapted.transformer_layers] == [None] * LAYERS
+    adapted.set_drop_first_n(LAYERS)  # Inference sees it; the traced training step does not.
+    plain = _outputs(backbone, inputs)["sequence_output"]
+    assert np.abs(plain - expected).max() > 1e-3
+    np.testing.assert_allclose(infer().numpy(), plain, atol=1e-5)
+    np.testing.assert_allclose(train().numpy(), expected, atol=1e-5)
+
+
+def test_robust_training_keeps_its_gates_in_the_graph(backbone, inputs):
+    robust = add_adapters(backbone, AdapterConfig(adapter_size=4), robust_adapter_drop=True)
+    train = tf.function(lambda: robust(inputs, training=True)["sequence_output"])
+    assert len(_cond_ops(train.get_concrete_function())) == 4 * LAYERS
