@@ -27,15 +27,39 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _CUBIC = 0.044715
 
 
-def _upstream(args, upstream):
-    """The incoming gradient, however the backend passes it to `grad`."""
-    if upstream is None:
-        (upstream,) = args
-    return upstream
+def _keeping_only_input(forward, derivative, name, doc):
+    """`forward` as an activation whose gradient is `derivative(x)`, computed from `x` alone."""
+
+    @ops.custom_gradient
+    def activation(x):
+        def grad(*args, upstream=None):
+            if upstream is None:  # TensorFlow and JAX pass it positionally.
+                (upstream,) = args
+            return upstream * derivative(x)
+
+        return forward(x), grad
+
+    activation.__name__ = activation.__qualname__ = name
+    activation.__doc__ = doc
+    return activation
 
 
-@ops.custom_gradient
-def gelu(x):
+def _gelu_derivative(x):
+    cdf = 0.5 * ops.erfc(-x * (1.0 / math.sqrt(2.0)))
+    return cdf + x * (_INV_SQRT_2PI * ops.exp(-0.5 * ops.square(x)))
+
+
+def _gelu_approximate_derivative(x):
+    # t as the forward computes it; 1 - t^2 = (1 - t)(1 + t) saves ops.
+    t = ops.tanh(_SQRT_2_OVER_PI * (x + _CUBIC * ops.power(x, 3)))
+    slope = _SQRT_2_OVER_PI + (3.0 * _CUBIC * _SQRT_2_OVER_PI) * ops.square(x)
+    return (0.5 + 0.5 * t) * (1.0 + x * (1.0 - t) * slope)
+
+
+gelu = _keeping_only_input(
+    lambda x: keras.activations.gelu(x, approximate=False),
+    _gelu_derivative,
+    "gelu",
     """Exact GELU, `x * Phi(x)`: Hugging Face BERT's `"gelu"`.
 
     Args:
@@ -44,18 +68,13 @@ def gelu(x):
     Returns:
         `keras.activations.gelu(x, approximate=False)`; same shape and
         dtype. Backprop keeps only `x`.
-    """
+    """,
+)
 
-    def grad(*args, upstream=None):
-        cdf = 0.5 * ops.erfc(-x * (1.0 / math.sqrt(2.0)))
-        pdf = _INV_SQRT_2PI * ops.exp(-0.5 * ops.square(x))
-        return _upstream(args, upstream) * (cdf + x * pdf)
-
-    return keras.activations.gelu(x, approximate=False), grad
-
-
-@ops.custom_gradient
-def gelu_approximate(x):
+gelu_approximate = _keeping_only_input(
+    lambda x: keras.activations.gelu(x, approximate=True),
+    _gelu_approximate_derivative,
+    "gelu_approximate",
     """tanh-approximate GELU: keras-hub BERT's activation, Hugging Face's `"gelu_new"`.
 
     Args:
@@ -64,13 +83,5 @@ def gelu_approximate(x):
     Returns:
         `keras.activations.gelu(x, approximate=True)`; same shape and
         dtype. Backprop keeps only `x`.
-    """
-
-    def grad(*args, upstream=None):
-        # t as the forward computes it; 1 - t^2 = (1 - t)(1 + t) saves ops.
-        t = ops.tanh(_SQRT_2_OVER_PI * (x + _CUBIC * ops.power(x, 3)))
-        slope = _SQRT_2_OVER_PI + (3.0 * _CUBIC * _SQRT_2_OVER_PI) * ops.square(x)
-        derivative = (0.5 + 0.5 * t) * (1.0 + x * (1.0 - t) * slope)
-        return _upstream(args, upstream) * derivative
-
-    return keras.activations.gelu(x, approximate=True), grad
+    """,
+)
