@@ -85,6 +85,15 @@ class AdapterDrop(keras.layers.Layer):
         finally:
             self._override = None
 
+    @property
+    def drop_first_n(self):
+        """n at inference: the value of the `drop_first_n` weight, an int.
+
+        Read at once, even while a function is being traced.
+        """
+        with tf.init_scope():
+            return int(ops.convert_to_numpy(self.depth))
+
     def static_gates(self, training):
         """The gates as Python bools, when a traced training step can fix them.
 
@@ -109,8 +118,7 @@ class AdapterDrop(keras.layers.Layer):
         """
         if not training or self.robust or self._override is not None:
             return None
-        with tf.init_scope():  # Read the value now, even while tracing.
-            n = int(ops.convert_to_numpy(self.depth))
+        n = self.drop_first_n
         return [index >= n for index in range(self.num_layers)]
 
     def call(self, inputs, training=None):
@@ -132,7 +140,7 @@ class AdapterDrop(keras.layers.Layer):
         config.update(
             {
                 "num_layers": self.num_layers,
-                "drop_first_n": int(ops.convert_to_numpy(self.depth)),
+                "drop_first_n": self.drop_first_n,
                 "robust": self.robust,
                 "seed": self.seed,
             }

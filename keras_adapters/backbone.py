@@ -9,7 +9,6 @@ Adapters are added, removed and activated by name, as in AdapterHub's
 import re
 
 import keras
-from keras import ops
 from keras_hub.models import BertBackbone
 from keras_hub.src.layers.modeling.position_embedding import PositionEmbedding
 from keras_hub.src.models.bert.bert_backbone import bert_kernel_initializer
@@ -361,7 +360,7 @@ class AdapterBertBackbone(BertBackbone):
     @property
     def drop_first_n(self):
         """AdapterDrop depth: the lowest n layers run without adapters."""
-        return int(ops.convert_to_numpy(self.adapter_drop.depth))
+        return self.adapter_drop.drop_first_n
 
     def set_drop_first_n(self, n):
         """Run the lowest `n` layers without adapters (Rücklé et al., §3).
