@@ -128,11 +128,11 @@ class SquadEvaluation(keras.callbacks.Callback):
             logs.update({f"dev_{name}": value for name, value in scores.items()})
 
 
-def train(model, backbone, tokenizer, strategy, evaluation):
+def train(model, backbone, tokenizer, strategy, evaluation, best):
     """Freeze (adapters), compile and fit on `--train_file`; returns seconds.
 
-    `evaluation` scores the dev set after every epoch, and the best epoch by
-    dev F1 is kept in `<model_dir>/best/`.
+    `evaluation` scores the dev set after every epoch, and `best` (a
+    `KeepBest` on dev F1) keeps the best epoch.
     """
     static_shapes = distribute.needs_static_shapes(strategy)
     _, features = read_features(FLAGS.train_file, True, FLAGS.max_train_examples, tokenizer)
@@ -142,7 +142,7 @@ def train(model, backbone, tokenizer, strategy, evaluation):
     start = time.time()
     cli.fit(model, lambda epoch: training_dataset(features, static_shapes, epoch),
             steps_per_epoch, backbone,
-            callbacks=[evaluation, KeepBest(cli.output_path("best"), monitor="dev_f1")],
+            callbacks=[evaluation, best],
             run_config={"train_file": FLAGS.train_file, "doc_stride": FLAGS.doc_stride,
                         "max_query_length": FLAGS.max_query_length,
                         "max_train_examples": FLAGS.max_train_examples})
@@ -179,11 +179,12 @@ def main(argv):
                                        tokenizer)
     evaluation = SquadEvaluation(examples, features)
     evaluation.set_model(model)
+    best = KeepBest(cli.output_path("best"), monitor="dev_f1")
     results = {"tuning": FLAGS.tuning, "init_from": FLAGS.init_from,
                "questions": len(examples), "windows": len(features)}
     if FLAGS.mode == "train_and_predict":
         results["train_seconds"] = round(
-            train(model, backbone, tokenizer, strategy, evaluation), 1)
+            train(model, backbone, tokenizer, strategy, evaluation, best), 1)
         if FLAGS.tuning == "adapters":
             save_adapter_weights(model, cli.output_path("adapter_weights.safetensors"))
     else:
@@ -194,7 +195,7 @@ def main(argv):
                                            FLAGS.model_dir)
     results.update(evaluation.scores)
     if FLAGS.mode == "train_and_predict":
-        results["best"] = KeepBest(cli.output_path("best"), monitor="dev_f1").best()
+        results["best"] = best.best()
     write_json(cli.output_path("eval_results.json"), results)
     squad_serving.export_question_answerer(
         model, tokenizer, FLAGS.export_dir or cli.output_path("saved_model"),
