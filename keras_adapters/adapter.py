@@ -1,6 +1,7 @@
 """The bottleneck adapter layer (Houlsby et al., 2019, §2.1 and Fig. 2)."""
 
 import keras
+import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="keras_adapters")
@@ -107,7 +108,16 @@ class BottleneckAdapter(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
-        return inputs + self.up_projection(self.down_projection(inputs))
+        # Two 2-D matmuls with `bias_add`: TensorFlow's graph optimizer then
+        # fuses each projection with its bias and what follows (the
+        # activation, the skip add) into one oneDNN kernel. Through 3-D Dense
+        # layers the reshapes around each matmul block that fusion, and plain
+        # adds are merged into an AddN that blocks it too.
+        hidden = tf.reshape(inputs, (-1, inputs.shape[-1]))
+        down, up = self.down_projection, self.up_projection
+        bottleneck = self.activation(tf.nn.bias_add(tf.matmul(hidden, down.kernel), down.bias))
+        outputs = tf.nn.bias_add(tf.matmul(bottleneck, up.kernel), up.bias) + hidden
+        return tf.reshape(outputs, tf.shape(inputs))
 
     def compute_output_shape(self, inputs_shape):
         return inputs_shape

@@ -5,6 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_adapters.adapter import BottleneckAdapter
 from keras_adapters.config import AdapterConfig
@@ -51,6 +52,24 @@ def test_computes_h_plus_up_act_down_h():
     expected = h + (np.maximum(h @ down.kernel.numpy() + down.bias.numpy(), 0)
                     @ up.kernel.numpy() + up.bias.numpy())
     np.testing.assert_allclose(adapter(h), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "relu", "tanh"])
+def test_compiled_call_with_unknown_shape_is_the_same_formula(activation):
+    # Traced with unknown batch and sequence, as in a model; TensorFlow's
+    # graph optimizer may then fuse each projection with what follows it.
+    keras.utils.set_random_seed(2)
+    adapter = _build(16, adapter_size=4, activation=activation, initializer_std=0.5)
+    adapter.down_projection.bias.assign(np.linspace(-1, 1, 4))
+    adapter.up_projection.bias.assign(np.linspace(1, -1, 16))
+    h = np.random.default_rng(1).normal(size=(3, 7, 16)).astype("float32")
+    down, up = adapter.down_projection, adapter.up_projection
+    act = keras.activations.get(activation)
+    expected = h + (np.asarray(act(h @ down.kernel.numpy() + down.bias.numpy()))
+                    @ up.kernel.numpy() + up.bias.numpy())
+    call = tf.function(adapter, input_signature=[tf.TensorSpec((None, None, 16))])
+    np.testing.assert_allclose(call(h), expected, rtol=1e-5, atol=1e-5)
+    assert call.get_concrete_function().structured_outputs.shape.as_list() == [None, None, 16]
 
 
 def test_zero_init_is_exact_identity():
