@@ -4,13 +4,12 @@ Profiles two training steps of each arm of `adapter_speed.py` (same model,
 same flags) with the TensorFlow profiler and reads the trace it writes:
 
 - op time per op type, summed over TensorFlow's executor threads (seconds
-  per step): the work each arm does;
+  per step). Ops that run at once share the cores, so this overstates the
+  work of an arm whose ops overlap;
 - concurrency: the share of the step during which 0, 1 or 2+ ops run at
   once: how much of that work overlaps on the cores.
 
   python bench/profile_step.py --profile_output=bench/results/profile_step.json
-  python bench/profile_step.py --inter_op_threads=1 \
-      --profile_output=bench/results/profile_step_inter_op_1.json
 """
 
 import collections
