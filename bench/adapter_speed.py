@@ -186,6 +186,17 @@ def timed(arms, training):
     return seconds
 
 
+def ratios(train, inference):
+    """Training ratios of `train` (by training arm) and the inference ratio of `inference`."""
+    return {
+        "adapters_vs_full_step": train["adapters"] / train["full"],
+        "adapters_drop_vs_full_step": train["adapters_drop"] / train["full"],
+        "layer_norms_vs_full_step": train["layer_norms"] / train["full"],
+        "adapters_vs_layer_norms_step": train["adapters"] / train["layer_norms"],
+        "adapters_vs_backbone_inference": inference["adapters"] / inference["backbone"],
+    }
+
+
 def resident_gb(field):
     """This process's resident set now ("VmRSS") or at its peak ("VmHWM"), GiB.
 
@@ -230,8 +241,8 @@ def main(argv):
     train = {arm: float(np.median(v)) for arm, v in train_rounds.items()}
     infer = {arm: float(np.median(v)) for arm, v in infer_rounds.items()}
     macs = {arm: matmul_macs_per_token(arm) for arm in TRAIN_ARMS}
-    inference_macs = {arm: matmul_macs_per_token(arm, training=False)
-                      for arm in ("full", "adapters")}
+    inference_macs = {"backbone": matmul_macs_per_token("full", training=False),
+                      "adapters": matmul_macs_per_token("adapters", training=False)}
     arm_memories = {arm: arm_memory(arm) for arm in TRAIN_ARMS}
     memory = {arm: m["peak_gb"] for arm, m in arm_memories.items()}
     training_memory = {arm: m["peak_gb"] - m["built_gb"] for arm, m in arm_memories.items()}
@@ -248,21 +259,11 @@ def main(argv):
         "inference_seconds_per_batch_by_round": infer_rounds,
         "matmul_macs_per_token": {"train": macs, "inference": inference_macs},
         "ratios": {
-            "adapters_vs_full_step": train["adapters"] / train["full"],
-            "adapters_drop_vs_full_step": train["adapters_drop"] / train["full"],
-            "layer_norms_vs_full_step": train["layer_norms"] / train["full"],
-            "adapters_vs_layer_norms_step": train["adapters"] / train["layer_norms"],
+            **ratios(train, infer),
             "adapters_vs_full_memory": memory["adapters"] / memory["full"],
             "adapters_vs_full_training_memory": training_memory["adapters"] / training_memory["full"],
-            "adapters_vs_backbone_inference": infer["adapters"] / infer["backbone"],
         },
-        "matmul_flop_ratios": {
-            "adapters_vs_full_step": macs["adapters"] / macs["full"],
-            "adapters_drop_vs_full_step": macs["adapters_drop"] / macs["full"],
-            "layer_norms_vs_full_step": macs["layer_norms"] / macs["full"],
-            "adapters_vs_layer_norms_step": macs["adapters"] / macs["layer_norms"],
-            "adapters_vs_backbone_inference": inference_macs["adapters"] / inference_macs["full"],
-        },
+        "matmul_flop_ratios": ratios(macs, inference_macs),
         "cpu_count": os.cpu_count(),
     }
     write_json(FLAGS.output, result)
