@@ -14,8 +14,8 @@ The derivative is a dozen elementwise ops. TensorFlow runs each as its own
 pass over memory, so the backward is compiled with XLA (`jit_compile`) into
 one pass: at BERT-base size, batch 16 and sequence 128, with its inputs out
 of cache as in a training step, 17-20 ms per layer fell to 3-5 ms on a
-2-core CPU.
-Only the backward is compiled; forward and inference graphs run no XLA.
+2-core CPU. Only the backward is compiled; forward and inference graphs
+run no XLA.
 
 Derivatives (Hendrycks & Gimpel, "Gaussian Error Linear Units", 2016):
     exact:        d/dx [x Phi(x)] = Phi(x) + x phi(x)

@@ -90,9 +90,10 @@ class BottleneckAdapter(keras.layers.Layer):
                 f"for hidden size {hidden_dim}."
             )
         self.bottleneck_dim = bottleneck
+        # The two Dense layers hold the kernels and biases (and name their
+        # paths, e.g. `down_projection/kernel`); `call` applies them itself.
         self.down_projection = keras.layers.Dense(
             bottleneck,
-            activation=self.activation,
             kernel_initializer=self._kernel_initializer(),
             dtype=self.dtype_policy,
             name="down_projection",
