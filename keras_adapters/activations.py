@@ -41,9 +41,7 @@ def _keeping_only_input(forward, derivative, name, doc):
 
     @ops.custom_gradient
     def activation(x):
-        def grad(*args, upstream=None):
-            if upstream is None:  # TensorFlow and JAX pass it positionally.
-                (upstream,) = args
+        def grad(upstream):
             return backward(x, upstream)
 
         return forward(x), grad
