@@ -136,7 +136,7 @@ def matmul_macs_per_token(arm, training=True):
     for index in range(layers):
         adapted = adapters if index >= first else 0
         total += projections + attention + adapted
-        if not training or (index < first and arm != "full"):
+        if not training or index < first:
             continue
         if arm == "full":
             total += 2 * projections + 2 * attention
