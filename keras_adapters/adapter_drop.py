@@ -87,9 +87,11 @@ class AdapterDrop(keras.layers.Layer):
 
     @property
     def drop_first_n(self):
-        """n at inference: the value of the `drop_first_n` weight, an int.
+        """n at inference (Rücklé et al., §3): the `drop_first_n` weight's value.
 
-        Read at once, even while a function is being traced.
+        Returns:
+            int in [0, num_layers], read at once (through `tf.init_scope`),
+            even while a function is being traced.
         """
         with tf.init_scope():
             return int(ops.convert_to_numpy(self.depth))
