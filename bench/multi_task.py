@@ -15,6 +15,10 @@ random weights, adapters of size 64 with the default initialisation) at batch
   the same size, so one single-task pass (task 0, depth n) is timed per depth
   and the separate time of T tasks is taken as T times it; the parallel model
   is timed for each (n, T).
+- control: two bare keras-hub backbones with different weights, on different
+  batches, as two calls against one graph running both. Nothing is shared,
+  so its speed-up is what one graph of independent streams gains by itself.
+  `--inter_op_threads=1` runs one op at a time, so streams cannot overlap.
 
 Every arm is a `tf.function` (no XLA) traced once on a fixed input signature,
 run --warmup times untimed, then timed --repeats times, arms interleaved within
@@ -28,15 +32,14 @@ first checks that each task's parallel logits equal its single-task logits.
   python bench/multi_task.py --output=bench/results/multi_task.json \
       --plot=bench/results/multi_task.png
 
-On 2 shared CPU cores this is about 1.5 hours: some 1,500 BERT-base passes of
-~2.5 s, plus ~12 minutes of tracing. `--tasks=2,4,8 --repeats=3` takes about
-half an hour.
+On this 2-core CPU, `--repeats=3` took 26 minutes (2026-11-22).
 """
 
 import os
 import time
 
 import keras
+import keras_hub
 import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
@@ -61,6 +64,9 @@ flags.DEFINE_integer("warmup", 1, "Untimed calls per arm before timing.")
 flags.DEFINE_list("tasks", ["2", "4", "8", "16"], "Task counts T of the sweep.")
 flags.DEFINE_integer("headline_tasks", 8, "Task count T of the headline.")
 flags.DEFINE_integer("headline_depth", 5, "Shared depth n of the headline.")
+flags.DEFINE_integer("inter_op_threads", 0,
+                     "TensorFlow inter-op threads; 0 keeps TensorFlow's default (one per core). "
+                     "1 runs one op at a time, so independent task streams cannot overlap.")
 
 VOCABULARY = 30522
 NUM_CLASSES = 2
@@ -87,25 +93,25 @@ def build_model(num_tasks):
     return model
 
 
-def make_batch():
+def make_batch(seed=0):
     """One random batch: dict of int32 `(batch_size, seq_length)` tensors."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     shape = (FLAGS.batch_size, FLAGS.seq_length)
     return {"token_ids": tf.constant(rng.integers(0, VOCABULARY, shape), tf.int32),
             "segment_ids": tf.zeros(shape, tf.int32),
             "padding_mask": tf.ones(shape, tf.int32)}
 
 
-def traced(model):
-    """`model(inputs, training=False)` as a graph function of one batch, traced now.
+def traced(model, num_batches=1):
+    """`model(inputs, training=False)` as a graph function of batches, traced now.
 
-    Tracing does not run the graph. The graph keeps the adapter that was
-    active while tracing.
+    `model` may be any function of `num_batches` batches. Tracing does not
+    run the graph. The graph keeps the adapter that was active while tracing.
     """
     spec = {name: tf.TensorSpec((FLAGS.batch_size, FLAGS.seq_length), tf.int32)
             for name in INPUTS}
-    function = tf.function(lambda inputs: model(inputs, training=False),
-                           input_signature=[spec], jit_compile=False)
+    run = model if num_batches > 1 else (lambda inputs: model(inputs, training=False))
+    function = tf.function(run, input_signature=[spec] * num_batches, jit_compile=False)
     function.get_concrete_function()
     return function
 
@@ -175,6 +181,39 @@ def headline(model, batch):
             "separate_seconds": seconds["separate"], "parallel_seconds": seconds["parallel"],
             "speedup": seconds["separate"] / seconds["parallel"],
             "flop_bound": flop_bound(num_tasks, depth)}
+
+
+def control(batch):
+    """Two bare keras-hub backbones in one graph against two calls; nothing shared.
+
+    The backbones have different random weights and get different batches,
+    so a speed-up can only come from TensorFlow running two independent
+    streams of ops in one graph. It is the part of the parallel model's
+    speed-up at n = 0 that AdapterDrop has no part in.
+
+    Returns:
+        dict: seconds for two batches as two calls and as one graph, and the
+        speed-up (calls/graph).
+    """
+    backbones = []
+    for seed in (0, 1):
+        keras.utils.set_random_seed(seed)
+        backbones.append(keras_hub.models.BertBackbone(
+            vocabulary_size=VOCABULARY, num_layers=FLAGS.num_layers,
+            num_heads=FLAGS.num_heads, hidden_dim=FLAGS.hidden_dim,
+            intermediate_dim=4 * FLAGS.hidden_dim, max_sequence_length=512))
+
+    def both_backbones(one, two):
+        return [backbones[0](one, training=False), backbones[1](two, training=False)]
+
+    first, second = (traced(backbone) for backbone in backbones)
+    both = traced(both_backbones, num_batches=2)
+    seconds = median_seconds({
+        "calls": lambda pair: [first(pair[0]), second(pair[1])],
+        "graph": lambda pair: both(*pair),
+    }, (batch, make_batch(seed=1)))
+    return {"calls_seconds": seconds["calls"], "graph_seconds": seconds["graph"],
+            "speedup": seconds["calls"] / seconds["graph"]}
 
 
 def sweep_depth(model, single, depth, task_counts, batch):
@@ -247,11 +286,15 @@ def plot(points, task_counts, path):
 
 def main(argv):
     del argv
+    if FLAGS.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     task_counts = sorted(int(t) for t in FLAGS.tasks)
     model = build_model(max(task_counts + [FLAGS.headline_tasks]))
     batch = make_batch()
     top = headline(model, batch)
     logging.info("headline: %s", top)
+    two_streams = control(batch)
+    logging.info("control: %s", two_streams)
     model.set_active_adapters(task_name(0))
     single = traced(model)
     points = [point for depth in range(FLAGS.num_layers + 1)
@@ -259,7 +302,7 @@ def main(argv):
     result = {
         "config": {name: FLAGS[name].value for name in (
             "num_layers", "hidden_dim", "num_heads", "adapter_size", "batch_size",
-            "seq_length", "repeats", "warmup")}
+            "seq_length", "repeats", "warmup", "inter_op_threads")}
         | {"intermediate_dim": 4 * FLAGS.hidden_dim, "vocabulary_size": VOCABULARY,
            "tasks": task_counts},
         "method": (
@@ -267,8 +310,12 @@ def main(argv):
             "separate_seconds / parallel_seconds. Headline: separate is T single-task "
             "graphs, one per task. Sweep: separate_seconds = T x single_pass_seconds "
             "(one single-task pass timed per depth; every task's model has the same "
-            "size). flop_bound = T*L / (n + T*(L - n)), transformer layers only."),
+            "size). flop_bound = T*L / (n + T*(L - n)), transformer layers only. "
+            "Control: two bare keras-hub backbones (different weights, different "
+            "batches) as two tf.function calls against one tf.function running both; "
+            "speedup = calls_seconds / graph_seconds."),
         "headline": top,
+        "control": two_streams,
         "sweep": points,
         "cpu_count": os.cpu_count(),
     }
@@ -278,6 +325,9 @@ def main(argv):
     print(f"headline T={top['tasks']} n={top['depth']}: separate {top['separate_seconds']:.3f} s, "
           f"parallel {top['parallel_seconds']:.3f} s, speed-up {top['speedup']:.2f}x "
           f"(FLOP bound {top['flop_bound']:.2f}x)")
+    print(f"control, two bare backbones: two calls {two_streams['calls_seconds']:.3f} s, "
+          f"one graph {two_streams['graph_seconds']:.3f} s, "
+          f"speed-up {two_streams['speedup']:.2f}x")
 
 
 if __name__ == "__main__":
