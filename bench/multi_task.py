@@ -102,18 +102,23 @@ def make_batch(seed=0):
             "padding_mask": tf.ones(shape, tf.int32)}
 
 
-def traced(model, num_batches=1):
-    """`model(inputs, training=False)` as a graph function of batches, traced now.
+def trace(function, num_batches=1):
+    """`function` of `num_batches` batches as a graph function, traced now.
 
-    `model` may be any function of `num_batches` batches. Tracing does not
-    run the graph. The graph keeps the adapter that was active while tracing.
+    Tracing does not run the graph. A model's graph keeps the adapter that
+    was active while tracing.
     """
     spec = {name: tf.TensorSpec((FLAGS.batch_size, FLAGS.seq_length), tf.int32)
             for name in INPUTS}
-    run = model if num_batches > 1 else (lambda inputs: model(inputs, training=False))
-    function = tf.function(run, input_signature=[spec] * num_batches, jit_compile=False)
-    function.get_concrete_function()
-    return function
+    graph_function = tf.function(function, input_signature=[spec] * num_batches,
+                                 jit_compile=False)
+    graph_function.get_concrete_function()
+    return graph_function
+
+
+def traced(model):
+    """`model(inputs, training=False)` as a graph function of one batch, traced now."""
+    return trace(lambda inputs: model(inputs, training=False))
 
 
 def single_task_functions(model, tasks):
@@ -207,7 +212,7 @@ def control(batch):
         return [backbones[0](one, training=False), backbones[1](two, training=False)]
 
     first, second = (traced(backbone) for backbone in backbones)
-    both = traced(both_backbones, num_batches=2)
+    both = trace(both_backbones, num_batches=2)
     seconds = median_seconds({
         "calls": lambda pair: [first(pair[0]), second(pair[1])],
         "graph": lambda pair: both(*pair),
