@@ -77,13 +77,17 @@ def task_name(index):
     return f"task{index}"
 
 
+def bert_config():
+    """Keyword arguments of a `BertBackbone` of the flags' size."""
+    return {"vocabulary_size": VOCABULARY, "num_layers": FLAGS.num_layers,
+            "num_heads": FLAGS.num_heads, "hidden_dim": FLAGS.hidden_dim,
+            "intermediate_dim": 4 * FLAGS.hidden_dim, "max_sequence_length": 512}
+
+
 def build_model(num_tasks):
     """An `AdapterModel` on a random BERT with `num_tasks` adapters and 2-class heads."""
     keras.utils.set_random_seed(0)
-    plain = AdapterBertBackbone(
-        vocabulary_size=VOCABULARY, num_layers=FLAGS.num_layers, num_heads=FLAGS.num_heads,
-        hidden_dim=FLAGS.hidden_dim, intermediate_dim=4 * FLAGS.hidden_dim,
-        max_sequence_length=512)
+    plain = AdapterBertBackbone(**bert_config())
     config = AdapterConfig(adapter_size=FLAGS.adapter_size)
     model = AdapterModel(add_adapters(plain, config, name=task_name(0)))
     model.add_classification_head(task_name(0), NUM_CLASSES)
@@ -203,10 +207,7 @@ def control(batch):
     backbones = []
     for seed in (0, 1):
         keras.utils.set_random_seed(seed)
-        backbones.append(keras_hub.models.BertBackbone(
-            vocabulary_size=VOCABULARY, num_layers=FLAGS.num_layers,
-            num_heads=FLAGS.num_heads, hidden_dim=FLAGS.hidden_dim,
-            intermediate_dim=4 * FLAGS.hidden_dim, max_sequence_length=512))
+        backbones.append(keras_hub.models.BertBackbone(**bert_config()))
 
     def both_backbones(one, two):
         return [backbones[0](one, training=False), backbones[1](two, training=False)]
