@@ -18,17 +18,19 @@ import keras
 import keras_hub
 from absl import app, flags, logging
 
-from keras_adapters import cli, distribute, glue, metrics
-from keras_adapters.adapter_weights import save_adapter_weights
-from keras_adapters.atomic import write_json
-from keras_adapters.callbacks import KeepBest
-from keras_adapters.export import export_text_classifier
-from keras_adapters.pipeline import (
+from keras_adapters.data.pipeline import (
     batch_examples,
     make_dataset,
     make_preprocessor,
     tokenize_examples,
 )
+from keras_adapters.saving.adapter_files import save_adapter_weights
+from keras_adapters.serving.export import export_text_classifier
+from keras_adapters.tasks.glue import data as glue
+from keras_adapters.tasks.glue import metrics
+from keras_adapters.training import cli, distribute
+from keras_adapters.training.callbacks import KeepBest
+from keras_adapters.utils.atomic import write_json
 
 FLAGS = flags.FLAGS
 cli.define_flags()

@@ -21,11 +21,19 @@ import keras
 import numpy as np
 from absl import app, flags, logging
 
-from keras_adapters import cli, distribute, squad, squad_postprocessing, squad_serving
-from keras_adapters.adapter_weights import save_adapter_weights
-from keras_adapters.atomic import write_json
-from keras_adapters.callbacks import KeepBest
-from keras_adapters.span_head import OUTPUTS, SPAN_LOSS_WEIGHTS, build_span_model, span_loss
+from keras_adapters.saving.adapter_files import save_adapter_weights
+from keras_adapters.serving import question_answering as squad_serving
+from keras_adapters.tasks.squad import data as squad
+from keras_adapters.tasks.squad import postprocessing as squad_postprocessing
+from keras_adapters.tasks.squad.span_head import (
+    OUTPUTS,
+    SPAN_LOSS_WEIGHTS,
+    build_span_model,
+    span_loss,
+)
+from keras_adapters.training import cli, distribute
+from keras_adapters.training.callbacks import KeepBest
+from keras_adapters.utils.atomic import write_json
 
 FLAGS = flags.FLAGS
 cli.define_flags()

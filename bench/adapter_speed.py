@@ -39,8 +39,8 @@ import tensorflow as tf
 from absl import app, flags
 
 from keras_adapters import AdapterConfig, freeze_for_adapter_tuning
-from keras_adapters.atomic import write_json
-from keras_adapters.backbone import AdapterBertBackbone
+from keras_adapters.models.adapter_backbone import AdapterBertBackbone
+from keras_adapters.utils.atomic import write_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", "bench/results/adapter_speed.json", "JSON destination.")

@@ -17,10 +17,10 @@ import keras_hub
 import numpy as np
 from absl import app, flags
 
-from keras_adapters import AdapterConfig, add_adapters, freeze_for_adapter_tuning
-from keras_adapters import from_pretrained, glue
-from keras_adapters.atomic import write_json
-from keras_adapters.pipeline import make_dataset, make_preprocessor
+from keras_adapters import AdapterConfig, add_adapters, freeze_for_adapter_tuning, from_pretrained
+from keras_adapters.data.pipeline import make_dataset, make_preprocessor
+from keras_adapters.tasks.glue import data as glue
+from keras_adapters.utils.atomic import write_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "../shared/data/glue", "GLUE folder.")

@@ -45,10 +45,10 @@ import tensorflow as tf
 from absl import app, flags, logging
 from matplotlib.figure import Figure
 
-from keras_adapters.adapter_model import AdapterModel
-from keras_adapters.atomic import atomic_path, write_json
-from keras_adapters.backbone import AdapterBertBackbone, add_adapters
-from keras_adapters.config import AdapterConfig
+from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.models.adapter_backbone import AdapterBertBackbone, add_adapters
+from keras_adapters.models.adapter_model import AdapterModel
+from keras_adapters.utils.atomic import atomic_path, write_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", "bench/results/multi_task.json", "JSON destination.")

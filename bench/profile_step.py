@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import adapter_speed  # noqa: E402  (the arms and their flags)
 import tensorflow as tf  # noqa: E402
 
-from keras_adapters.atomic import write_json  # noqa: E402
+from keras_adapters.utils.atomic import write_json  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("profile_output", "bench/results/profile_step.json", "JSON destination.")

@@ -103,7 +103,7 @@ def load_test(serve, requests, threads, seconds):
 
 def sentence_pairs(count):
     """`count` MRPC dev pairs, or made-up ones without the data."""
-    from keras_adapters import glue
+    from keras_adapters.tasks.glue import data as glue
 
     try:
         dev = glue.read_tsv_split(FLAGS.glue_dir, "mrpc", "dev")
@@ -121,8 +121,8 @@ def export(export_dir):
     import keras_hub
 
     from keras_adapters import AdapterConfig, add_adapters, from_pretrained
-    from keras_adapters.export import export_text_classifier
-    from keras_adapters.pipeline import make_preprocessor
+    from keras_adapters.data.pipeline import make_preprocessor
+    from keras_adapters.serving.export import export_text_classifier
 
     keras.utils.set_random_seed(0)
     backbone, tokenizer = from_pretrained()
@@ -152,7 +152,7 @@ def main(argv):
     if FLAGS.serve_dir:
         print(json.dumps(serve_and_measure(FLAGS.serve_dir)))
         return
-    from keras_adapters.atomic import write_json
+    from keras_adapters.utils.atomic import write_json
 
     with tempfile.TemporaryDirectory() as scratch:
         export_dir = os.path.join(scratch, "saved_model")

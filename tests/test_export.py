@@ -7,10 +7,10 @@ import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
 
-from keras_adapters.backbone import add_adapters
-from keras_adapters.config import AdapterConfig
-from keras_adapters.export import export_text_classifier
-from keras_adapters.pipeline import make_preprocessor, tokenize
+from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.data.pipeline import make_preprocessor, tokenize
+from keras_adapters.models.adapter_backbone import add_adapters
+from keras_adapters.serving.export import export_text_classifier
 from tests.conftest import saved_model_cli_show, serve_in_fresh_process
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a cat dog sat on mat big".split()

@@ -16,9 +16,10 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keras_adapters import glue, squad
-from keras_adapters.checkpoints import from_pretrained
-from keras_adapters.pipeline import make_preprocessor, tokenize
+from keras_adapters.data.pipeline import make_preprocessor, tokenize
+from keras_adapters.saving.checkpoints import from_pretrained
+from keras_adapters.tasks.glue import data as glue
+from keras_adapters.tasks.squad import data as squad
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

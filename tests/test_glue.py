@@ -1,4 +1,4 @@
-"""Tests for keras_adapters.glue: task table, TSV reader and TFDS reader."""
+"""Tests for keras_adapters.tasks.glue.data: task table, TSV reader and TFDS reader."""
 
 import collections
 import dataclasses
@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from keras_adapters import glue
+from keras_adapters.tasks.glue import data as glue
 
 # ----------------------------------------------------------------------------
 # Task table

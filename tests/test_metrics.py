@@ -1,11 +1,11 @@
-"""Tests for keras_adapters.metrics against independently computed references."""
+"""Tests for keras_adapters.tasks.glue.metrics against independently computed references."""
 
 import numpy as np
 import pytest
 import scipy.stats
 from sklearn import metrics as sk_metrics
 
-from keras_adapters import metrics
+from keras_adapters.tasks.glue import metrics
 
 
 def random_binary(seed, n=300):

@@ -10,12 +10,12 @@ import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
 
-from keras_adapters.adapter_model import AdapterModel
-from keras_adapters.adapter_weights import CONFIG_FILE, WEIGHTS_FILE
-from keras_adapters.backbone import add_adapters
-from keras_adapters.config import AdapterConfig
-from keras_adapters.export import export_multi_task
-from keras_adapters.pipeline import make_preprocessor, tokenize
+from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.data.pipeline import make_preprocessor, tokenize
+from keras_adapters.models.adapter_backbone import add_adapters
+from keras_adapters.models.adapter_model import AdapterModel
+from keras_adapters.saving.adapter_files import CONFIG_FILE, WEIGHTS_FILE
+from keras_adapters.serving.export import export_multi_task
 from tests.conftest import serve_in_fresh_process
 
 LAYERS, HIDDEN = 3, 16

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from keras_adapters import squad_postprocessing as sp
+from keras_adapters.tasks.squad import postprocessing as sp
 from tests.conftest import REPO_ROOT, SQUAD_DEV, require_squad
 
 OFFICIAL_SCRIPT = REPO_ROOT / "tests" / "data" / "evaluate-v1.1.py"

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_adapters.optimization import WarmupLinearDecay, create_optimizer
+from keras_adapters.training.optimization import WarmupLinearDecay, create_optimizer
 
 
 def test_schedule_matches_warmup_then_linear_decay():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_adapters.pipeline import (
+from keras_adapters.data.pipeline import (
     batch_by_length,
     make_dataset,
     make_preprocessor,

@@ -13,8 +13,8 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from keras_adapters.callbacks import EpochWeights, KeepBest, StopOnNaN
-from keras_adapters.resume import STATE_FILE, Backup, TrainingState, fit_resumable
+from keras_adapters.training.callbacks import EpochWeights, KeepBest, StopOnNaN
+from keras_adapters.training.resume import STATE_FILE, Backup, TrainingState, fit_resumable
 from tests.conftest import REPO_ROOT
 from tests.test_checkpoints import tiny_tensors, write_hf_folder
 
@@ -34,7 +34,7 @@ def _model(seed=0):
 def _epoch_dataset(epoch):
     import tensorflow as tf
 
-    from keras_adapters.pipeline import shuffle
+    from keras_adapters.data.pipeline import shuffle
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(STEPS * BATCH, 6)).astype("float32")

@@ -11,11 +11,11 @@ import sklearn.metrics
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer ops for loading)
 
-from keras_adapters import glue
-from keras_adapters.adapter_weights import load_adapter_weights
-from keras_adapters.backbone import add_adapters
-from keras_adapters.checkpoints import from_pretrained
-from keras_adapters.config import AdapterConfig
+from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.models.adapter_backbone import add_adapters
+from keras_adapters.saving.adapter_files import load_adapter_weights
+from keras_adapters.saving.checkpoints import from_pretrained
+from keras_adapters.tasks.glue import data as glue
 from tests.conftest import GLUE_DIR, REPO_ROOT
 
 TRAIN, DEV = 64, 40
@@ -89,7 +89,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from absl import app
 import run_classifier
-from keras_adapters import distribute
+from keras_adapters.training import distribute
 distribute.needs_static_shapes = lambda strategy: True  # the TPU data path
 app.run(run_classifier.main, argv=sys.argv)
 """

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
 
 from bench.serving_load import load_test
-from keras_adapters.export import export_text_classifier
+from keras_adapters.serving.export import export_text_classifier
 from tests.test_export import tiny_classifier
 
 

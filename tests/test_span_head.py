@@ -4,10 +4,10 @@ import keras
 import keras_hub
 import numpy as np
 
-from keras_adapters.backbone import add_adapters
-from keras_adapters.config import AdapterConfig
-from keras_adapters.freezing import find_adapter_backbone, freeze_for_adapter_tuning
-from keras_adapters.span_head import SPAN_LOSS_WEIGHTS, build_span_model, span_loss
+from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.models.adapter_backbone import add_adapters
+from keras_adapters.models.freezing import find_adapter_backbone, freeze_for_adapter_tuning
+from keras_adapters.tasks.squad.span_head import SPAN_LOSS_WEIGHTS, build_span_model, span_loss
 
 
 def _model():

@@ -1,4 +1,4 @@
-"""Tests for keras_adapters.squad: reading, offsets tokenization, BERT windows."""
+"""Tests for keras_adapters.tasks.squad.data: reading, offsets tokenization, BERT windows."""
 
 import collections
 import json
@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_adapters import squad, squad_postprocessing
-from keras_adapters.checkpoints import from_pretrained
-from tests.conftest import SQUAD_DEV as DEV, SQUAD_TRAIN as TRAIN, require_squad
+from keras_adapters.saving.checkpoints import from_pretrained
+from keras_adapters.tasks.squad import data as squad
+from keras_adapters.tasks.squad import postprocessing as squad_postprocessing
+from tests.conftest import SQUAD_DEV as DEV
+from tests.conftest import SQUAD_TRAIN as TRAIN
+from tests.conftest import require_squad
 
 UNICODE_CASES = [
     "Café déjà vu, Frédéric!",

@@ -1,4 +1,4 @@
-"""Tests for keras_adapters.squad_postprocessing.
+"""Tests for keras_adapters.tasks.squad.postprocessing.
 
 Span extraction runs on small hand-built windows and on real dev contexts;
 scores are checked against hand computations and against an independent
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_adapters import squad_postprocessing as sp
+from keras_adapters.tasks.squad import postprocessing as sp
 from tests.conftest import SQUAD_DEV, require_squad
 
 MAX_SEQ_LENGTH = 32
@@ -26,7 +26,7 @@ LOW = -10.0
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-    """Stand-in for keras_adapters.squad.SquadExample."""
+    """Stand-in for keras_adapters.tasks.squad.data.SquadExample."""
     qas_id: str
     question: str
     context: str
@@ -35,7 +35,7 @@ class Example:
 
 @dataclasses.dataclass(frozen=True)
 class Feature:
-    """Stand-in for keras_adapters.squad.SquadFeature."""
+    """Stand-in for keras_adapters.tasks.squad.data.SquadFeature."""
     example_index: int
     qas_id: str
     window_index: int

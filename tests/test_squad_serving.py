@@ -9,12 +9,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the SavedModel's tokenizer ops)
 
-from keras_adapters import squad, squad_postprocessing, squad_serving
-from keras_adapters.backbone import add_adapters
-from keras_adapters.checkpoints import from_pretrained
-from keras_adapters.config import AdapterConfig
-from keras_adapters.freezing import find_adapter_backbone
-from keras_adapters.span_head import build_span_model
+from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.models.adapter_backbone import add_adapters
+from keras_adapters.models.freezing import find_adapter_backbone
+from keras_adapters.saving.checkpoints import from_pretrained
+from keras_adapters.serving import question_answering as squad_serving
+from keras_adapters.tasks.squad import data as squad
+from keras_adapters.tasks.squad import postprocessing as squad_postprocessing
+from keras_adapters.tasks.squad.span_head import build_span_model
 from tests.conftest import SQUAD_DEV as DEV
 from tests.conftest import require_squad, serve_in_fresh_process
 from tests.test_squad_features import UNICODE_CASES

@@ -30,7 +30,7 @@ from absl import logging
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from keras_adapters.atomic import atomic_path
+from keras_adapters.utils.atomic import atomic_path
 
 STATE_FILE = "state.safetensors"
 _STEP_KEY = "global_step"

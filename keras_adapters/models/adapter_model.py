@@ -7,10 +7,10 @@ The Keras counterpart of AdapterHub's `BertAdapterModel` (`add_adapter`,
 
 import keras
 
-from keras_adapters import adapter_weights
-from keras_adapters.backbone import AdapterBertBackbone
-from keras_adapters.encoder import tracking_unlocked
-from keras_adapters.freezing import count_parameters, freeze_for_adapter_tuning
+from keras_adapters.models.adapter_backbone import AdapterBertBackbone
+from keras_adapters.models.adapter_encoder import tracking_unlocked
+from keras_adapters.models.freezing import count_parameters, freeze_for_adapter_tuning
+from keras_adapters.saving import adapter_files as adapter_weights
 
 
 @keras.saving.register_keras_serializable(package="keras_adapters")
@@ -176,7 +176,7 @@ class AdapterModel(keras.Model):
 
     def parallel(self, names, drop_first_n):
         """A `ParallelAdapterModel` running tasks `names` above a shared depth."""
-        from keras_adapters.parallel import ParallelAdapterModel
+        from keras_adapters.models.parallel import ParallelAdapterModel
 
         return ParallelAdapterModel(self, names, drop_first_n)
 

@@ -1,7 +1,7 @@
 """A keras-hub `BertBackbone` with named bottleneck adapters and AdapterDrop.
 
 The graph is keras-hub's BERT, with `AdapterTransformerEncoder` layers
-(keras_adapters.encoder) and one `AdapterDrop` gate (keras_adapters.adapter_drop).
+(keras_adapters.models.adapter_encoder) and one `AdapterDrop` gate (keras_adapters.layers.adapter_drop).
 Adapters are added, removed and activated by name, as in AdapterHub's
 `adapters` (`add_adapter`, `set_active_adapters`, `delete_adapter`).
 """
@@ -13,10 +13,10 @@ from keras_hub.models import BertBackbone
 from keras_hub.src.layers.modeling.position_embedding import PositionEmbedding
 from keras_hub.src.models.bert.bert_backbone import bert_kernel_initializer
 
-from keras_adapters import activations
-from keras_adapters.adapter_drop import AdapterDrop, check_drop_first_n
-from keras_adapters.config import AdapterConfig
-from keras_adapters.encoder import AdapterTransformerEncoder
+from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.layers import activations
+from keras_adapters.layers.adapter_drop import AdapterDrop, check_drop_first_n
+from keras_adapters.models.adapter_encoder import AdapterTransformerEncoder
 
 HIDDEN_ACTIVATIONS = {
     # keras-hub's BERT default, and Hugging Face's "gelu_new". Both GELUs

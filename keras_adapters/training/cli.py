@@ -7,15 +7,15 @@ import keras
 import tensorflow as tf
 from absl import flags, logging
 
-from keras_adapters import distribute
-from keras_adapters.adapter_weights import backbone_identity
-from keras_adapters.backbone import add_adapters
-from keras_adapters.callbacks import EpochWeights, StopOnNaN
-from keras_adapters.checkpoints import DEFAULT_CHECKPOINT, from_pretrained
-from keras_adapters.config import PLACEMENTS, AdapterConfig
-from keras_adapters.freezing import freeze_for_adapter_tuning
-from keras_adapters.optimization import create_optimizer
-from keras_adapters.resume import Backup, TrainingState, fit_resumable
+from keras_adapters.configuration.adapter_config import PLACEMENTS, AdapterConfig
+from keras_adapters.models.adapter_backbone import add_adapters
+from keras_adapters.models.freezing import freeze_for_adapter_tuning
+from keras_adapters.saving.adapter_files import backbone_identity
+from keras_adapters.saving.checkpoints import DEFAULT_CHECKPOINT, from_pretrained
+from keras_adapters.training import distribute
+from keras_adapters.training.callbacks import EpochWeights, StopOnNaN
+from keras_adapters.training.optimization import create_optimizer
+from keras_adapters.training.resume import Backup, TrainingState, fit_resumable
 
 FLAGS = flags.FLAGS
 DEFAULT_LEARNING_RATES = {"adapters": 1e-3, "full": 5e-5}

@@ -67,7 +67,7 @@ def epoch_seed(seed, epoch):
     """The shuffle seed of training epoch `epoch`: an int (`seed` itself if `epoch` is None).
 
     A fixed order per epoch is what lets a run killed mid-epoch resume on the
-    very batches it would have seen (`keras_adapters.resume`). Seeds are
+    very batches it would have seen (`keras_adapters.training.resume`). Seeds are
     mixed with NumPy's `SeedSequence`, so nearby (seed, epoch) pairs give
     unrelated orders.
     """

@@ -12,8 +12,8 @@ it as a SavedModel.
 
 import tensorflow as tf
 
-from keras_adapters.export import checked_texts, write_serving_archive
-from keras_adapters.squad import OffsetTokenizer
+from keras_adapters.serving.export import checked_texts, write_serving_archive
+from keras_adapters.tasks.squad.data import OffsetTokenizer
 
 _TIE_BREAK = 0.01  # BERT's max-context score: min(left, right) + 0.01 * length.
 

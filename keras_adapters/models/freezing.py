@@ -4,8 +4,8 @@ import dataclasses
 
 import numpy as np
 
-from keras_adapters.backbone import AdapterBertBackbone
-from keras_adapters.encoder import TaskAdapters
+from keras_adapters.models.adapter_backbone import AdapterBertBackbone
+from keras_adapters.models.adapter_encoder import TaskAdapters
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ import numpy as np
 import scipy.stats
 from sklearn import metrics as sk_metrics
 
-from keras_adapters.glue import GlueTask, get_task
+from keras_adapters.tasks.glue.data import GlueTask, get_task
 
 # F1 is binary with the positive class 1 (paraphrase / duplicate); it is 0.0,
 # without a warning, when there is no positive label or prediction.
@@ -78,7 +78,7 @@ def compute_metrics(task_name: str | GlueTask, labels, predictions) -> dict[str,
     """Computes the official GLUE metrics of a task.
 
     Args:
-        task_name: Task name (see `keras_adapters.glue.TASKS`) or `GlueTask`.
+        task_name: Task name (see `keras_adapters.tasks.glue.data.TASKS`) or `GlueTask`.
         labels: Shape `(n,)`. Integer class indices, or float scores for
             STS-B.
         predictions: Shape `(n,)`, same kind as `labels` (see

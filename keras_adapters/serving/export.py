@@ -3,9 +3,9 @@
 import keras
 import tensorflow as tf
 
-from keras_adapters.atomic import atomic_path
-from keras_adapters.freezing import find_adapter_backbone
-from keras_adapters.pipeline import tokenize, trim_to_longest
+from keras_adapters.data.pipeline import tokenize, trim_to_longest
+from keras_adapters.models.freezing import find_adapter_backbone
+from keras_adapters.utils.atomic import atomic_path
 
 SEGMENT_NAMES = ("sentence1", "sentence2")
 ADAPTER_DROP_SIGNATURE = "serving_adapter_drop"

@@ -13,11 +13,11 @@ import keras
 import numpy as np
 import safetensors.numpy
 
-from keras_adapters.atomic import atomic_path
-from keras_adapters.config import AdapterConfig
-from keras_adapters.freezing import find_adapter_backbone
+from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.models.freezing import find_adapter_backbone
+from keras_adapters.utils.atomic import atomic_path
 
-FORMAT = "keras_adapters.adapter_weights/1"
+FORMAT = "keras_adapters.saving.adapter_files/1"
 
 
 def save_adapter_weights(model, path):
@@ -91,7 +91,7 @@ def _assign(path, weights, tensors):
         weights[key].assign(value)
 
 
-ADAPTER_FORMAT = "keras_adapters.adapter/1"
+ADAPTER_FORMAT = "keras_adapters.layers.bottleneck_adapter/1"
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_weights.safetensors"
 

@@ -26,7 +26,7 @@ from absl import logging
 from keras_hub.models import BertBackbone, BertTokenizer
 from keras_hub.src.utils.preset_utils import get_preset_loader
 
-from keras_adapters.backbone import AdapterBertBackbone
+from keras_adapters.models.adapter_backbone import AdapterBertBackbone
 
 DEFAULT_CHECKPOINT = "all-MiniLM-L6-v2"
 

@@ -11,7 +11,7 @@ import os
 import keras
 from absl import logging
 
-from keras_adapters.atomic import atomic_path, write_json
+from keras_adapters.utils.atomic import atomic_path, write_json
 
 BEST_WEIGHTS = "model.weights.h5"
 BEST_RESULTS = "best_results.json"

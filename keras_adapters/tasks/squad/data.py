@@ -22,7 +22,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from keras_hub.src.tokenizers import word_piece_tokenizer as keras_hub_wordpiece
 
-from keras_adapters.pipeline import FEATURES, batch_by_length, shuffle, trim_to_longest
+from keras_adapters.data.pipeline import FEATURES, batch_by_length, shuffle, trim_to_longest
 
 _CHUNK = 1024  # Texts tokenized per TensorFlow call.
 

@@ -19,7 +19,7 @@ import os
 import numpy as np
 from official.nlp.tools import squad_evaluate_v1_1
 
-from keras_adapters.atomic import write_json
+from keras_adapters.utils.atomic import write_json
 
 PREDICTIONS_FILE = "predictions.json"
 NBEST_FILE = "nbest_predictions.json"
@@ -119,12 +119,12 @@ def predict_answers(examples, features, start_logits, end_logits,
 
     Args:
         examples: Sequence of objects with `qas_id: str` and `context: str`
-            (e.g. `keras_adapters.squad.SquadExample`).
+            (e.g. `keras_adapters.tasks.squad.data.SquadExample`).
         features: Sequence of windows with `example_index: int` (into
             `examples`), `token_offsets` (int array `(max_seq_length, 2)` of
             `(start_char, end_char)` into the context, `(-1, -1)` for
             non-context tokens) and `token_is_max_context` (bool array
-            `(max_seq_length,)`), e.g. `keras_adapters.squad.SquadFeature`.
+            `(max_seq_length,)`), e.g. `keras_adapters.tasks.squad.data.SquadFeature`.
         start_logits: Float array-like `(num_features, max_seq_length)`.
         end_logits: Float array-like `(num_features, max_seq_length)`.
         n_best_size: Start and end indices kept per window, and answers kept

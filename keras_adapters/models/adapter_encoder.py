@@ -18,8 +18,8 @@ import keras
 from keras import ops
 from keras_hub.src.layers.modeling.transformer_encoder import TransformerEncoder
 
-from keras_adapters.adapter import BottleneckAdapter
-from keras_adapters.config import AdapterConfig
+from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.layers.bottleneck_adapter import BottleneckAdapter
 
 # The default of `AdapterTransformerEncoder.call(adapter=...)`: the active one.
 ACTIVE = "<active adapter>"

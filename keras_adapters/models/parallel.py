@@ -9,7 +9,7 @@ equals its own model run with `drop_first_n = n`.
 
 import keras
 
-from keras_adapters.adapter_drop import check_drop_first_n
+from keras_adapters.layers.adapter_drop import check_drop_first_n
 
 
 @keras.saving.register_keras_serializable(package="keras_adapters")
