@@ -38,8 +38,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from keras_adapters import AdapterConfig, freeze_for_adapter_tuning
-from keras_adapters.models.adapter_backbone import AdapterBertBackbone
+from keras_adapters import AdapterBertBackbone, AdapterConfig, freeze_for_adapter_tuning
 from keras_adapters.utils.atomic import write_json
 
 FLAGS = flags.FLAGS

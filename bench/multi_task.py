@@ -45,8 +45,9 @@ import tensorflow as tf
 from absl import app, flags, logging
 from matplotlib.figure import Figure
 
+from keras_adapters import AdapterBertBackbone
 from keras_adapters.configuration.adapter_config import AdapterConfig
-from keras_adapters.models.adapter_backbone import AdapterBertBackbone, add_adapters
+from keras_adapters.models.adapter_backbone import add_adapters
 from keras_adapters.models.adapter_model import AdapterModel
 from keras_adapters.utils.atomic import atomic_path, write_json
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_adapters import AdapterBertBackbone
 from keras_adapters.configuration.adapter_config import AdapterConfig
 from keras_adapters.layers.adapter_drop import AdapterDrop
-from keras_adapters.models.adapter_backbone import AdapterBertBackbone, add_adapters
+from keras_adapters.models.adapter_backbone import add_adapters
 from keras_adapters.models.freezing import count_parameters, freeze_for_adapter_tuning
 
 HIDDEN, LAYERS = 16, 3
@@ -275,7 +276,7 @@ def test_specialised_training_is_traced_without_conds_at_the_depth_it_reads(back
     expected = reference(inputs, training=True)["sequence_output"].numpy()  # dropout is 0.
     np.testing.assert_allclose(train().numpy(), expected, atol=1e-5)
     np.testing.assert_allclose(infer().numpy(), expected, atol=1e-5)
-    assert [layer.static_adapter_gate for layer in adapted.transformer_layers] == [None] * LAYERS
+    assert [layer.adapter_gate for layer in adapted.transformer_layers] == [None] * LAYERS
     adapted.set_drop_first_n(LAYERS)  # Inference sees it; the traced training step does not.
     plain = _outputs(backbone, inputs)["sequence_output"]
     assert np.abs(plain - expected).max() > 1e-3

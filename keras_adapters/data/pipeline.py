@@ -1,5 +1,6 @@
 """tf.data input pipelines: tokenize sentence (pairs), pad, trim and batch."""
 
+import keras
 import keras_hub
 import numpy as np
 import tensorflow as tf
@@ -9,19 +10,45 @@ PAD_MULTIPLE = 16
 GROUP_BATCHES = 50  # Batches per length-sorted group (Hugging Face uses 50).
 
 
-def make_preprocessor(tokenizer, max_seq_length):
-    """A keras-hub `BertTextClassifierPreprocessor` for one or two segments.
+def preprocessor_class(tokenizer):
+    """keras-hub's text classifier preprocessor class for `tokenizer`'s architecture.
 
-    It adds [CLS] and [SEP], truncates pairs with the "round robin" rule and
-    pads to `max_seq_length`.
+    The one keras-hub made for the tokenizer's class (`BertTokenizer` gives
+    `BertTextClassifierPreprocessor`, `RobertaTokenizer` gives
+    `RobertaTextClassifierPreprocessor`...); for a WordPiece tokenizer that
+    has none (ELECTRA's), BERT's, which packs the same `[CLS]`/`[SEP]`.
+
+    Raises:
+        TypeError: for a tokenizer keras-hub has no such preprocessor for.
+    """
+    for cls in type(tokenizer).__mro__:
+        for candidate in keras.saving.get_custom_objects().values():
+            if (isinstance(candidate, type)
+                    and issubclass(candidate, keras_hub.models.TextClassifierPreprocessor)
+                    and candidate.tokenizer_cls is cls
+                    and candidate.__module__.startswith("keras_hub.")):
+                return candidate
+    if isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
+        return keras_hub.models.BertTextClassifierPreprocessor
+    raise TypeError(f"No keras-hub text classifier preprocessor for {type(tokenizer).__name__}.")
+
+
+def make_preprocessor(tokenizer, max_seq_length):
+    """keras-hub's text classifier preprocessor for one or two segments.
+
+    It adds the architecture's special tokens (BERT: `[CLS]` and `[SEP]`;
+    RoBERTa: `<s>` and `</s></s>` between segments), truncates pairs with the
+    "round robin" rule and pads to `max_seq_length`.
 
     Args:
-        tokenizer: a keras-hub `BertTokenizer`.
+        tokenizer: a keras-hub tokenizer (`BertTokenizer`, `RobertaTokenizer`,
+            `XLMRobertaTokenizer`, `DistilBertTokenizer`, `ElectraTokenizer`).
         max_seq_length: int, the padded length, special tokens included.
+
+    Returns:
+        A `keras_hub.models.TextClassifierPreprocessor` (see `preprocessor_class`).
     """
-    return keras_hub.models.BertTextClassifierPreprocessor(
-        tokenizer, sequence_length=max_seq_length
-    )
+    return preprocessor_class(tokenizer)(tokenizer, sequence_length=max_seq_length)
 
 
 def tokenize(preprocessor, text_a, text_b=None):

@@ -1,28 +1,38 @@
-"""A keras-hub `BertBackbone` with named bottleneck adapters and AdapterDrop.
+"""Named bottleneck adapters and AdapterDrop in any keras-hub encoder backbone.
 
-The graph is keras-hub's BERT, with `AdapterTransformerEncoder` layers
-(keras_adapters.models.adapter_encoder) and one `AdapterDrop` gate (keras_adapters.layers.adapter_drop).
+One mechanism serves every keras-hub backbone built from keras-hub's
+`TransformerEncoder` (BERT, RoBERTa, XLM-RoBERTa, DistilBERT, ELECTRA):
+`AdapterBackbone` is mixed into the keras-hub class, whose own constructor
+builds the graph, with `AdapterTransformerEncoder` layers
+(keras_adapters.models.adapter_encoder) where it builds `TransformerEncoder`
+layers. What differs between architectures is declared in one small
+`Architecture` table each (keras_adapters.models.architectures).
+
 Adapters are added, removed and activated by name, as in AdapterHub's
 `adapters` (`add_adapter`, `set_active_adapters`, `delete_adapter`).
 """
 
+import dataclasses
 import re
 
 import keras
-from keras_hub.models import BertBackbone
-from keras_hub.src.layers.modeling.position_embedding import PositionEmbedding
-from keras_hub.src.models.bert.bert_backbone import bert_kernel_initializer
 
 from keras_adapters.configuration.adapter_config import AdapterConfig
 from keras_adapters.layers import activations
 from keras_adapters.layers.adapter_drop import AdapterDrop, check_drop_first_n
 from keras_adapters.models.adapter_encoder import AdapterTransformerEncoder
+from keras_adapters.utils.keras_internals import (
+    first_call_input,
+    tracking_unlocked,
+    transformer_encoders_from,
+)
 
 HIDDEN_ACTIVATIONS = {
-    # keras-hub's BERT default, and Hugging Face's "gelu_new". Both GELUs
-    # compute Keras' values and keep only their input for backprop.
+    # keras-hub's BERT and ELECTRA activation, and Hugging Face's "gelu_new".
+    # Both GELUs compute Keras' values and keep only their input for backprop.
     "gelu_approximate": activations.gelu_approximate,
-    # Hugging Face BERT checkpoints' "gelu": the exact erf form.
+    # keras-hub's RoBERTa and DistilBERT activation, and Hugging Face's
+    # "gelu": the exact erf form.
     "gelu": activations.gelu,
     "relu": keras.activations.relu,
 }
@@ -54,24 +64,48 @@ def check_adapter_name(name):
         )
 
 
-@keras.saving.register_keras_serializable(package="keras_adapters")
-class AdapterBertBackbone(BertBackbone):
-    """A keras-hub `BertBackbone` with named bottleneck adapters.
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """What differs between keras-hub encoder backbones, declared once each.
 
-    The graph is keras-hub's BERT (same inputs, outputs, layer and weight
-    names) with two additions: the feed-forward activation is configurable,
-    so Hugging Face checkpoints keep their exact GELU, and every transformer
-    layer can hold any number of named adapters, of which one runs at a time
-    (the active adapter; `ParallelAdapterModel` runs several at once).
+    Attributes:
+        name: str, the architecture's name (`"bert"`, `"roberta"`...).
+        backbone_cls: the keras-hub backbone class.
+        hidden_activation: str, a key of `HIDDEN_ACTIVATIONS`: the
+            feed-forward activation keras-hub's constructor uses.
+        pooler: str or None, the attribute of the pooler `Dense` that reads
+            the first token (BERT's `pooled_dense`); None where the backbone
+            has none and heads read the first token's hidden state.
+        vocabulary_size: str, the attribute that holds the vocabulary size.
+    """
 
-    Build it with `add_adapters(backbone, config, name)`, which also copies the
-    pretrained weights; add more with `add_adapter`.
+    name: str
+    backbone_cls: type
+    hidden_activation: str
+    pooler: str | None = None
+    vocabulary_size: str = "vocabulary_size"
+
+
+class AdapterBackbone:
+    """Mixed into a keras-hub backbone class: named adapters and AdapterDrop.
+
+    The graph is the keras-hub backbone's own (same inputs, outputs, layer
+    and weight names), built by its own constructor, with two additions:
+    the feed-forward activation is configurable, so Hugging Face checkpoints
+    keep their exact GELU, and every transformer layer can hold any number
+    of named adapters, of which one runs at a time (the active adapter;
+    `ParallelAdapterModel` runs several at once).
+
+    Build one with `add_adapters(backbone, config, name)`, which also copies
+    the pretrained weights; add more with `add_adapter`. Each architecture
+    module (keras_adapters.models.architectures) defines the subclass, such
+    as `AdapterBertBackbone(AdapterBackbone, keras_hub.models.BertBackbone)`,
+    and its `architecture`.
 
     Args:
-        vocabulary_size, num_layers, num_heads, hidden_dim, intermediate_dim,
-        dropout, max_sequence_length, num_segments, dtype: as `BertBackbone`.
-        hidden_activation: str, a key of `HIDDEN_ACTIVATIONS`. Defaults to
-            `"gelu_approximate"`, keras-hub's BERT activation.
+        *args, **kwargs: the keras-hub backbone's own arguments.
+        hidden_activation: str, a key of `HIDDEN_ACTIVATIONS`, or None for
+            the keras-hub backbone's own (`architecture.hidden_activation`).
         adapters: dict from adapter name to `AdapterConfig.to_dict()`, or None
             for none. Each adapter goes in every layer not in its `leave_out`.
         active_adapter: str or None, the adapter that runs. Defaults to None:
@@ -86,131 +120,46 @@ class AdapterBertBackbone(BertBackbone):
             False.
         seed: int or None, seeds those draws.
 
-    Inputs and outputs are those of `BertBackbone`: int32 `token_ids`,
-    `segment_ids` and `padding_mask` of shape `(batch, seq)`; float
-    `sequence_output` `(batch, seq, hidden_dim)` and `pooled_output`
-    `(batch, hidden_dim)`.
+    Inputs and outputs are the keras-hub backbone's: int32 `token_ids`,
+    `padding_mask` (and `segment_ids` where it has them) of shape
+    `(batch, seq)`; float `(batch, seq, hidden_dim)` states (BERT and
+    ELECTRA: a dict of `sequence_output` and `pooled_output`).
 
     Raises:
         ValueError: on a bad adapter name, an active adapter not in
             `adapters`, or a bad `drop_first_n`.
     """
 
-    def __init__(
-        self,
-        vocabulary_size,
-        num_layers,
-        num_heads,
-        hidden_dim,
-        intermediate_dim,
-        dropout=0.1,
-        max_sequence_length=512,
-        num_segments=2,
-        hidden_activation="gelu_approximate",
-        adapters=None,
-        active_adapter=None,
-        drop_first_n=0,
-        robust_adapter_drop=False,
-        seed=None,
-        dtype=None,
-        **kwargs,
-    ):
-        adapters = {name: AdapterConfig.from_dict(c).to_dict() for name, c in (adapters or {}).items()}
+    architecture: Architecture  # Set by each architecture's subclass.
+
+    def __init__(self, *args, hidden_activation=None, adapters=None, active_adapter=None,
+                 drop_first_n=0, robust_adapter_drop=False, seed=None, **kwargs):
+        adapters = {name: AdapterConfig.from_dict(c).to_dict()
+                    for name, c in (adapters or {}).items()}
         for name in adapters:
             check_adapter_name(name)
         if active_adapter is not None and active_adapter not in adapters:
             raise ValueError(f"active_adapter {active_adapter!r} is not in {sorted(adapters)}.")
-        self.adapter_drop = AdapterDrop(
-            num_layers,
-            drop_first_n,
-            robust=robust_adapter_drop,
-            seed=seed,
-            dtype=dtype,
-            name="adapter_drop",
-        )
-        self.token_embedding = keras.layers.ReversibleEmbedding(
-            input_dim=vocabulary_size,
-            output_dim=hidden_dim,
-            embeddings_initializer=bert_kernel_initializer(),
-            dtype=dtype,
-            name="token_embedding",
-        )
-        self.position_embedding = PositionEmbedding(
-            initializer=bert_kernel_initializer(),
-            sequence_length=max_sequence_length,
-            dtype=dtype,
-            name="position_embedding",
-        )
-        self.segment_embedding = keras.layers.Embedding(
-            input_dim=num_segments,
-            output_dim=hidden_dim,
-            embeddings_initializer=bert_kernel_initializer(),
-            dtype=dtype,
-            name="segment_embedding",
-        )
-        self.embeddings_add = keras.layers.Add(dtype=dtype, name="embeddings_add")
-        self.embeddings_layer_norm = keras.layers.LayerNormalization(
-            axis=-1, epsilon=1e-12, dtype=dtype, name="embeddings_layer_norm"
-        )
-        self.embeddings_dropout = keras.layers.Dropout(
-            dropout, dtype=dtype, name="embeddings_dropout"
-        )
-        self.transformer_layers = [
-            AdapterTransformerEncoder(
-                adapters={
-                    name: config
-                    for name, config in adapters.items()
-                    if i not in config["leave_out"]
-                },
+        hidden_activation = hidden_activation or self.architecture.hidden_activation
+        activation = get_hidden_activation(hidden_activation)
+
+        def encoder(**encoder_kwargs):
+            index = encoder.built
+            encoder.built += 1
+            return AdapterTransformerEncoder(
+                adapters={name: config for name, config in adapters.items()
+                          if index not in config["leave_out"]},
                 active_adapter=active_adapter,
-                num_heads=num_heads,
-                intermediate_dim=intermediate_dim,
-                activation=get_hidden_activation(hidden_activation),
-                dropout=dropout,
-                layer_norm_epsilon=1e-12,
-                kernel_initializer=bert_kernel_initializer(),
-                dtype=dtype,
-                name=f"transformer_layer_{i}",
+                **{**encoder_kwargs, "activation": activation},
             )
-            for i in range(num_layers)
-        ]
-        self.pooled_dense = keras.layers.Dense(
-            hidden_dim,
-            kernel_initializer=bert_kernel_initializer(),
-            activation="tanh",
-            dtype=dtype,
-            name="pooled_dense",
-        )
 
-        inputs = {
-            name: keras.Input(shape=(None,), dtype="int32", name=name)
-            for name in ("token_ids", "segment_ids", "padding_mask")
-        }
-        x = self.embed(inputs)
-        gates = self.adapter_drop(x)
-        for index, transformer_layer in enumerate(self.transformer_layers):
-            x = transformer_layer(
-                x, padding_mask=inputs["padding_mask"], adapter_gate=gates[index]
-            )
-        cls_token_index = 0
-        pooled_output = self.pooled_dense(x[:, cls_token_index, :])
-        # Skip BertBackbone.__init__, which would build plain encoders.
-        super(BertBackbone, self).__init__(
-            inputs=inputs,
-            outputs={"sequence_output": x, "pooled_output": pooled_output},
-            dtype=dtype,
-            **kwargs,
-        )
-
-        self.vocabulary_size = vocabulary_size
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.hidden_dim = hidden_dim
-        self.intermediate_dim = intermediate_dim
-        self.dropout = dropout
-        self.max_sequence_length = max_sequence_length
-        self.num_segments = num_segments
-        self.cls_token_index = cls_token_index
+        encoder.built = 0
+        with transformer_encoders_from(self.architecture.backbone_cls, encoder):
+            super().__init__(*args, **kwargs)
+        with tracking_unlocked(self):
+            self.adapter_drop = AdapterDrop(
+                self.num_layers, drop_first_n, robust=robust_adapter_drop, seed=seed,
+                dtype=self.dtype_policy, name="adapter_drop")
         self.hidden_activation = hidden_activation
         self.adapter_configs = adapters
         self.active_adapter = active_adapter
@@ -219,14 +168,27 @@ class AdapterBertBackbone(BertBackbone):
 
     def call(self, inputs, training=None, mask=None, **kwargs):
         self._mark_frozen_inputs()
-        gates = self.adapter_drop.static_gates(training) or [None] * self.num_layers
+        gates = [None] * self.num_layers
+        if self.active_adapter is not None:
+            gates = self.adapter_drop.static_gates(training)
+            if gates is None:
+                gate = self.adapter_drop(inputs["padding_mask"], training=training)
+                gates = [gate[index] for index in range(self.num_layers)]
         for layer, gate in zip(self.transformer_layers, gates):
-            layer.static_adapter_gate = gate
+            object.__setattr__(layer, "adapter_gate", gate)
         try:
             return super().call(inputs, training=training, mask=mask, **kwargs)
-        finally:  # Direct calls of the layers (ParallelAdapterModel) use their own gates.
+        finally:  # Direct calls of the layers (ParallelAdapterModel) run ungated.
             for layer in self.transformer_layers:
-                layer.static_adapter_gate = None
+                object.__setattr__(layer, "adapter_gate", None)
+
+    def _embeddings_model(self):
+        """The backbone's graph from its inputs to the first transformer layer's input."""
+        model = self.__dict__.get("_embeddings")
+        if model is None:  # Not tracked: its layers are the backbone's own.
+            model = keras.Model(self.input, first_call_input(self.transformer_layers[0]))
+            object.__setattr__(self, "_embeddings", model)
+        return model
 
     def _mark_frozen_inputs(self):
         """Cut backprop below the lowest layer with a trainable weight.
@@ -237,28 +199,46 @@ class AdapterBertBackbone(BertBackbone):
         stateful ops, which graph pruning keeps). Read when the call is
         traced, like `trainable` itself.
         """
-        embeddings = (self.token_embedding, self.position_embedding,
-                      self.segment_embedding, self.embeddings_layer_norm)
-        frozen = not any(layer.trainable_weights for layer in embeddings)
+        frozen = not self._embeddings_model().trainable_weights
         for layer in self.transformer_layers:
             layer.stop_input_gradient = frozen
             frozen = frozen and not layer.trainable_weights
 
     def embed(self, inputs, training=None):
-        """The embeddings: token + position + segment, layer norm, dropout.
+        """The embeddings: the input of the first transformer layer.
 
         Args:
-            inputs: dict of int32 `token_ids` and `segment_ids`, `(batch, seq)`.
+            inputs: dict of the backbone's int32 inputs, `(batch, seq)`;
+                other keys are ignored.
 
         Returns:
-            float `(batch, seq, hidden_dim)`, the input of the first layer.
+            float `(batch, seq, hidden_dim)`.
         """
-        tokens = self.token_embedding(inputs["token_ids"])
-        positions = self.position_embedding(tokens)
-        segments = self.segment_embedding(inputs["segment_ids"])
-        x = self.embeddings_add((tokens, positions, segments))
-        x = self.embeddings_layer_norm(x)
-        return self.embeddings_dropout(x, training=training)
+        inputs = {name: inputs[name] for name in self.input}
+        return self._embeddings_model()(inputs, training=training)
+
+    def features(self, outputs):
+        """The backbone's outputs as a dict of `sequence_output` and `pooled_output`.
+
+        Args:
+            outputs: what the backbone returned: the float
+                `(batch, seq, hidden_dim)` states, or a dict holding them.
+
+        Returns:
+            dict: `sequence_output` `(batch, seq, hidden_dim)` and
+            `pooled_output` `(batch, hidden_dim)`: the pooler's output where
+            the architecture has a pooler, else the first token's state.
+        """
+        if isinstance(outputs, dict):
+            return outputs
+        return {"sequence_output": outputs, "pooled_output": outputs[:, 0, :]}
+
+    def pool(self, sequence_output):
+        """`features` of the last transformer layer's output, as the backbone computes them."""
+        pooled = sequence_output[:, 0, :]
+        if self.architecture.pooler is not None:
+            pooled = getattr(self, self.architecture.pooler)(pooled)
+        return {"sequence_output": sequence_output, "pooled_output": pooled}
 
     @property
     def adapter_names(self):
@@ -404,16 +384,42 @@ class AdapterBertBackbone(BertBackbone):
         return config
 
 
-_BERT_CONFIG_KEYS = (
-    "vocabulary_size",
-    "num_layers",
-    "num_heads",
-    "hidden_dim",
-    "intermediate_dim",
-    "dropout",
-    "max_sequence_length",
-    "num_segments",
-)
+_ADAPTER_CLASSES = {}  # keras-hub backbone class -> its AdapterBackbone subclass
+
+
+def register_architecture(adapter_cls):
+    """Class decorator: `adapter_cls` adds adapters to `adapter_cls.architecture.backbone_cls`.
+
+    Also registers it with Keras (`.keras` files and presets find it by
+    name), and gives every keras-hub class made for the plain backbone (its
+    tokenizer, preprocessors, task models) a registered subclass made for
+    this one, so `from_preset` of a preset saved from an adapter backbone
+    finds them as it finds the plain ones.
+    """
+    base = adapter_cls.architecture.backbone_cls
+    adapter_cls = keras.saving.register_keras_serializable(package="keras_adapters")(adapter_cls)
+    _ADAPTER_CLASSES[base] = adapter_cls
+    for companion in list(keras.saving.get_custom_objects().values()):
+        if isinstance(companion, type) and getattr(companion, "backbone_cls", None) is base:
+            subclass = type(f"Adapter{companion.__name__}", (companion,), {
+                "backbone_cls": adapter_cls, "__module__": adapter_cls.__module__,
+                "__doc__": f"keras-hub's `{companion.__name__}` for `{adapter_cls.__name__}` presets.",
+            })
+            keras.saving.register_keras_serializable(package="keras_adapters")(subclass)
+    return adapter_cls
+
+
+def adapter_backbone_class(backbone):
+    """The `AdapterBackbone` subclass for a keras-hub backbone instance.
+
+    Raises:
+        TypeError: if no registered architecture has `backbone`'s class.
+    """
+    for cls in type(backbone).__mro__:
+        if cls in _ADAPTER_CLASSES:
+            return _ADAPTER_CLASSES[cls]
+    supported = sorted(cls.__name__ for cls in _ADAPTER_CLASSES)
+    raise TypeError(f"Expected a keras_hub backbone of one of {supported}; got {type(backbone)}.")
 
 
 def copy_weights(source, target):
@@ -448,56 +454,65 @@ DEFAULT_ADAPTER = "default"
 
 def add_adapters(backbone, config=None, *, name=DEFAULT_ADAPTER, drop_first_n=0,
                  robust_adapter_drop=False, seed=None):
-    """A copy of a BERT backbone with one named adapter, active, in its layers.
+    """A copy of a keras-hub encoder backbone with one named adapter, active, in its layers.
 
     Every transformer layer (except `config.leave_out`) gets an adapter after
     the attention output projection and dropout, and under `houlsby`
     placement one after the feed-forward output projection and dropout, each
     before the residual add and layer norm (Houlsby et al., 2019, Fig. 2;
     google-research/adapter-bert). The source is left untouched. Add more
-    adapters with `AdapterBertBackbone.add_adapter`.
+    adapters with `add_adapter`.
 
     Args:
-        backbone: a keras-hub `BertBackbone` (for example from
-            `BertBackbone.from_preset` or `keras_adapters.from_pretrained`)
+        backbone: a keras-hub `BertBackbone`, `RobertaBackbone`,
+            `XLMRobertaBackbone`, `DistilBertBackbone` or `ElectraBackbone`
+            (for example from `from_preset` or `keras_adapters.from_pretrained`)
             without adapters.
         config: `AdapterConfig`. Defaults to `AdapterConfig()` (size 64,
             houlsby placement).
         name: str, the adapter's name (a task name, say). Defaults to
             `"default"`.
         drop_first_n: int. Initial AdapterDrop depth; see
-            `AdapterBertBackbone.set_drop_first_n`.
+            `AdapterBackbone.set_drop_first_n`.
         robust_adapter_drop: bool, draw the depth at every training step
-            (robust AdapterDrop); see `AdapterBertBackbone`.
+            (robust AdapterDrop); see `AdapterBackbone`.
         seed: int or None, seeds those draws.
 
     Returns:
-        An `AdapterBertBackbone` (a `BertBackbone` subclass) holding exact
-        copies of every pretrained weight, usable with keras-hub task models
-        such as `BertTextClassifier`.
+        An instance of the backbone's class (for BERT an `AdapterBertBackbone`,
+        a `BertBackbone` subclass) holding exact copies of every pretrained
+        weight, usable with keras-hub task models such as `BertTextClassifier`.
 
     Raises:
-        TypeError: if `backbone` is not a `BertBackbone`.
+        TypeError: if `backbone` is none of those classes.
         ValueError: if it already has adapters, or a weight fails to map.
+
+    Example:
+
+    ```python
+    backbone = keras_hub.models.RobertaBackbone.from_preset("roberta_base_en")
+    backbone = keras_adapters.add_adapters(
+        backbone, keras_adapters.AdapterConfig(adapter_size=64), name="sst2")
+    isinstance(backbone, keras_hub.models.RobertaBackbone)  # True
+    ```
     """
-    if not isinstance(backbone, BertBackbone):
-        raise TypeError(f"Expected a keras_hub BertBackbone; got {type(backbone)}.")
+    cls = adapter_backbone_class(backbone)
     if getattr(backbone, "adapter_configs", None):
         raise ValueError(
             "The backbone already has adapters; add more with backbone.add_adapter()."
         )
     config = config or AdapterConfig()
-    adapted = AdapterBertBackbone(
-        **{key: getattr(backbone, key) for key in _BERT_CONFIG_KEYS},
-        hidden_activation=getattr(backbone, "hidden_activation", "gelu_approximate"),
+    settings = backbone.get_config()
+    settings.update(
+        hidden_activation=getattr(backbone, "hidden_activation", None),
         adapters={name: config.to_dict()},
         active_adapter=name,
         drop_first_n=drop_first_n,
         robust_adapter_drop=robust_adapter_drop,
         seed=seed,
         dtype=backbone.dtype_policy,
-        name=backbone.name,
     )
+    adapted = cls(**settings)
     unmatched = set(copy_weights(backbone, adapted))
     unmatched -= {w.path for w in adapted.adapter_weights}
     if unmatched:

@@ -12,14 +12,17 @@ Training one adapter therefore changes no weight that another adapter or the
 bare backbone uses.
 """
 
-import contextlib
-
 import keras
 from keras import ops
-from keras_hub.src.layers.modeling.transformer_encoder import TransformerEncoder
+from keras_hub.layers import TransformerEncoder
 
 from keras_adapters.configuration.adapter_config import AdapterConfig
 from keras_adapters.layers.bottleneck_adapter import BottleneckAdapter
+from keras_adapters.utils.keras_internals import (
+    encoder_sublayer,
+    replace_encoder_sublayer,
+    tracking_unlocked,
+)
 
 # The default of `AdapterTransformerEncoder.call(adapter=...)`: the active one.
 ACTIVE = "<active adapter>"
@@ -86,20 +89,6 @@ class TaskAdapters(keras.layers.Layer):
         return config
 
 
-@contextlib.contextmanager
-def tracking_unlocked(layer):
-    """Let a built Keras layer take new sub-layers (or drop them) inside the context.
-
-    Keras locks a layer's state after `build`; adapters and heads are added
-    and removed later.
-    """
-    layer._tracker.unlock()
-    try:
-        yield
-    finally:
-        layer._tracker.lock()
-
-
 def _gated(gate, adapted, plain):
     """`adapted()` where the AdapterDrop gate is open (or absent), else `plain()`.
 
@@ -149,11 +138,11 @@ class _AdaptedLayerNorm(_Routed):
 
 
 _ROUTED = {
-    # TransformerEncoder attribute: (its wrapper, the TaskAdapters part it runs)
-    "_self_attention_dropout": (_AdaptedDropout, "attention_adapter"),
-    "_self_attention_layer_norm": (_AdaptedLayerNorm, "attention_layer_norm"),
-    "_feedforward_dropout": (_AdaptedDropout, "feedforward_adapter"),
-    "_feedforward_layer_norm": (_AdaptedLayerNorm, "feedforward_layer_norm"),
+    # TransformerEncoder sub-layer slot: (its wrapper, the TaskAdapters part it runs)
+    "attention_dropout": (_AdaptedDropout, "attention_adapter"),
+    "attention_layer_norm": (_AdaptedLayerNorm, "attention_layer_norm"),
+    "feedforward_dropout": (_AdaptedDropout, "feedforward_adapter"),
+    "feedforward_layer_norm": (_AdaptedLayerNorm, "feedforward_layer_norm"),
 }
 
 
@@ -172,31 +161,43 @@ class AdapterTransformerEncoder(TransformerEncoder):
         adapter: str or None. The adapter to run; defaults to
             `active_adapter`. None (or a name this layer does not hold, see
             `AdapterConfig.leave_out`) runs the pretrained layer exactly.
-        adapter_gate: bool scalar tensor or None. False runs the pretrained
-            layer (AdapterDrop): no adapter, and the pretrained layer norms
-            instead of the adapter's copies. Skipping is a `cond` in the graph,
-            so it saves the adapters' compute and needs no retracing. None
-            (the default) runs the adapter. `static_adapter_gate`, when the
-            backbone sets it to a Python bool for one call, replaces it.
+
+    Attributes set by the backbone for one call (the functional graph of a
+    keras-hub backbone calls its layers with `padding_mask` alone):
+        adapter_gate: the layer's AdapterDrop gate: None or True runs the
+            adapter; False, or a bool scalar tensor that is False, runs the
+            pretrained layer (no adapter, and the pretrained layer norms
+            instead of the adapter's copies). A tensor gate is a `cond` in
+            the graph, so it saves the adapters' compute and needs no
+            retracing; a Python bool is decided when traced.
+        stop_input_gradient: bool, no trainable weight lies below this
+            layer, so backprop stops at its input.
+
+    Example:
+
+    ```python
+    encoder = keras_adapters.AdapterTransformerEncoder(
+        adapters={"sst2": keras_adapters.AdapterConfig(adapter_size=8).to_dict()},
+        active_adapter="sst2", num_heads=2, intermediate_dim=32)
+    outputs = encoder(np.ones((2, 5, 16), "float32"))  # (2, 5, 16)
+    ```
     """
 
     def __init__(self, adapters=None, active_adapter=None, **kwargs):
         super().__init__(**kwargs)
         self.adapter_configs = dict(adapters or {})
         self.active_adapter = active_adapter
-        # Set by AdapterBertBackbone for each call: no trainable weight below
-        # this layer; the AdapterDrop gate as a Python bool when it is fixed
-        # at trace time (AdapterDrop.static_gates), overriding `adapter_gate`.
+        # Set by the backbone for each call; see the class docstring.
         self.stop_input_gradient = False
-        self.static_adapter_gate = None
+        object.__setattr__(self, "adapter_gate", None)
 
     def build(self, inputs_shape):
         super().build(inputs_shape)
         self._inputs_shape = tuple(inputs_shape)
-        for attr, (wrapper, _) in _ROUTED.items():
-            pretrained = getattr(self, attr)
-            setattr(self, attr, wrapper(pretrained, dtype=self.dtype_policy,
-                                        name=f"{pretrained.name}_routed"))
+        for slot, (wrapper, _) in _ROUTED.items():
+            pretrained = encoder_sublayer(self, slot)
+            replace_encoder_sublayer(self, slot, wrapper(
+                pretrained, dtype=self.dtype_policy, name=f"{pretrained.name}_routed"))
         self.task_adapters = {}
         for name, config in self.adapter_configs.items():
             self.task_adapters[name] = self._make_task_adapters(name, config)
@@ -213,10 +214,10 @@ class AdapterTransformerEncoder(TransformerEncoder):
         return task
 
     def _copy_pretrained_layer_norms(self, task):
-        for attr, (wrapper, part) in _ROUTED.items():
+        for slot, (wrapper, part) in _ROUTED.items():
             copy = getattr(task, part)
             if wrapper is _AdaptedLayerNorm and copy is not None:
-                copy.set_weights(getattr(self, attr).pretrained.get_weights())
+                copy.set_weights(encoder_sublayer(self, slot).pretrained.get_weights())
 
     def reset_layer_norms(self, name):
         """Set adapter `name`'s layer-norm copies to the pretrained layer norms."""
@@ -239,15 +240,13 @@ class AdapterTransformerEncoder(TransformerEncoder):
         if self.active_adapter == name:
             self.active_adapter = None
 
-    def call(self, inputs, *args, adapter=ACTIVE, adapter_gate=None, **kwargs):
+    def call(self, inputs, *args, adapter=ACTIVE, **kwargs):
         name = self.active_adapter if adapter == ACTIVE else adapter
-        if self.static_adapter_gate is not None:
-            adapter_gate = self.static_adapter_gate
         task = self.task_adapters.get(name) if self.built and name is not None else None
-        wrappers = [getattr(self, attr) for attr in _ROUTED]
-        for wrapper, (_, slot_attr) in zip(wrappers, _ROUTED.values()):
-            part = None if task is None else getattr(task, slot_attr)
-            object.__setattr__(wrapper, "route", (part, adapter_gate))
+        wrappers = [encoder_sublayer(self, slot) for slot in _ROUTED]
+        for wrapper, (_, part_name) in zip(wrappers, _ROUTED.values()):
+            part = None if task is None else getattr(task, part_name)
+            object.__setattr__(wrapper, "route", (part, self.adapter_gate))
         if self.stop_input_gradient:
             inputs = ops.stop_gradient(inputs)
         try:

@@ -7,10 +7,10 @@ The Keras counterpart of AdapterHub's `BertAdapterModel` (`add_adapter`,
 
 import keras
 
-from keras_adapters.models.adapter_backbone import AdapterBertBackbone
-from keras_adapters.models.adapter_encoder import tracking_unlocked
+from keras_adapters.models.adapter_backbone import AdapterBackbone
 from keras_adapters.models.freezing import count_parameters, freeze_for_adapter_tuning
 from keras_adapters.saving import adapter_files as adapter_weights
+from keras_adapters.utils.keras_internals import tracking_unlocked
 
 
 @keras.saving.register_keras_serializable(package="keras_adapters")
@@ -61,13 +61,14 @@ class ClassificationHead(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_adapters")
 class AdapterModel(keras.Model):
-    """An `AdapterBertBackbone` with a registry of task heads, one per adapter.
+    """An adapter backbone with a registry of task heads, one per adapter.
 
     Each task is an adapter in the backbone plus a head of the same name. One
     task runs at a time (`set_active_adapters`); `parallel()` runs several.
 
     Args:
-        backbone: `AdapterBertBackbone`.
+        backbone: an `AdapterBackbone` (from `add_adapters`), of any
+            architecture.
         heads: dict from task name to head layer (e.g. `ClassificationHead`),
             or None. Heads are usually added with `add_classification_head`.
         **kwargs: `keras.Model` arguments.
@@ -87,8 +88,8 @@ class AdapterModel(keras.Model):
 
     def __init__(self, backbone, heads=None, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(backbone, AdapterBertBackbone):
-            raise TypeError(f"Expected an AdapterBertBackbone; got {type(backbone)}.")
+        if not isinstance(backbone, AdapterBackbone):
+            raise TypeError(f"Expected an adapter backbone (add_adapters); got {type(backbone)}.")
         self.backbone = backbone
         self.heads = {}
         for name, head in (heads or {}).items():
@@ -101,7 +102,7 @@ class AdapterModel(keras.Model):
         return self.backbone.active_adapter
 
     def add_adapter(self, name, config=None, set_active=False):
-        """Add adapter `name` to the backbone; see `AdapterBertBackbone.add_adapter`."""
+        """Add adapter `name` to the backbone; see `AdapterBackbone.add_adapter`."""
         self.backbone.add_adapter(name, config)
         if set_active:
             self.set_active_adapters(name)
@@ -172,7 +173,8 @@ class AdapterModel(keras.Model):
             raise ValueError(
                 f"The active task {name!r} has no head; heads: {sorted(self.heads)}."
             )
-        return self.heads[name](self.backbone(inputs, training=training), training=training)
+        features = self.backbone.features(self.backbone(inputs, training=training))
+        return self.heads[name](features, training=training)
 
     def parallel(self, names, drop_first_n):
         """A `ParallelAdapterModel` running tasks `names` above a shared depth."""

@@ -4,8 +4,9 @@ import dataclasses
 
 import numpy as np
 
-from keras_adapters.models.adapter_backbone import AdapterBertBackbone
+from keras_adapters.models.adapter_backbone import AdapterBackbone
 from keras_adapters.models.adapter_encoder import TaskAdapters
+from keras_adapters.utils.keras_internals import child_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,18 +37,18 @@ class ParameterCounts:
 
 
 def find_adapter_backbone(model):
-    """The `AdapterBertBackbone` in `model` (itself, `model.backbone`, or a sublayer).
+    """The `AdapterBackbone` in `model` (itself, `model.backbone`, or a sublayer).
 
     Raises:
         ValueError: if `model` holds none.
     """
-    if isinstance(model, AdapterBertBackbone):
+    if isinstance(model, AdapterBackbone):
         return model
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, AdapterBertBackbone):
+    for layer in child_layers(model, recursive=True):
+        if isinstance(layer, AdapterBackbone):
             return layer
     raise ValueError(
-        f"{model.name!r} holds no AdapterBertBackbone; build one with add_adapters()."
+        f"{model.name!r} holds no adapter backbone; build one with add_adapters()."
     )
 
 
@@ -61,7 +62,7 @@ def _set_trainable(layer, trained):
     if isinstance(layer, TaskAdapters):
         layer.trainable = id(layer) in trained
         return
-    children = layer._flatten_layers(include_self=False, recursive=False)
+    children = child_layers(layer)
     if not children:
         layer.trainable = False
     for child in children:
@@ -73,7 +74,7 @@ def _size(weights):
 
 
 def count_parameters(model):
-    """`ParameterCounts` of `model`, which holds an `AdapterBertBackbone`."""
+    """`ParameterCounts` of `model`, which holds an `AdapterBackbone`."""
     backbone = find_adapter_backbone(model)
     adapter_ids = {id(w) for w in backbone.adapter_weights}
     pretrained = [w for w in backbone.weights if id(w) not in adapter_ids]
@@ -101,7 +102,7 @@ def freeze_for_adapter_tuning(model, adapter=None):
     layer n. This reads `drop_first_n` when called.
 
     Args:
-        model: an `AdapterBertBackbone`, or a model holding one (for example a
+        model: an `AdapterBackbone`, or a model holding one (for example a
             keras-hub `BertTextClassifier` built on it).
         adapter: str or None, the adapter to train; defaults to the active
             one.
@@ -110,7 +111,7 @@ def freeze_for_adapter_tuning(model, adapter=None):
         `ParameterCounts` after freezing.
 
     Raises:
-        ValueError: if `model` holds no `AdapterBertBackbone`, or there is no
+        ValueError: if `model` holds no `AdapterBackbone`, or there is no
             such (or no active) adapter.
     """
     backbone = find_adapter_backbone(model)
@@ -120,6 +121,6 @@ def freeze_for_adapter_tuning(model, adapter=None):
     first = 0 if backbone.robust_adapter_drop else backbone.drop_first_n
     trained = {id(task) for index, task in backbone.task_adapters(name).items() if index >= first}
     model.trainable = True
-    for layer in backbone._flatten_layers(include_self=False, recursive=False):
+    for layer in child_layers(backbone):
         _set_trainable(layer, trained)
     return count_parameters(model)

@@ -70,11 +70,7 @@ class ParallelAdapterModel(keras.Model):
             x = shared
             for layer in layers[self.drop_first_n:]:
                 x = layer(x, padding_mask=mask, adapter=task, training=training)
-            features = {
-                "sequence_output": x,
-                "pooled_output": backbone.pooled_dense(x[:, backbone.cls_token_index, :]),
-            }
-            outputs[task] = self.adapter_model.heads[task](features, training=training)
+            outputs[task] = self.adapter_model.heads[task](backbone.pool(x), training=training)
         return outputs
 
     def get_config(self):

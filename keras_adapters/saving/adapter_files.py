@@ -14,6 +14,7 @@ import numpy as np
 import safetensors.numpy
 
 from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.models.adapter_backbone import adapter_backbone_class
 from keras_adapters.models.freezing import find_adapter_backbone
 from keras_adapters.utils.atomic import atomic_path
 
@@ -29,7 +30,7 @@ def save_adapter_weights(model, path):
     backbone's hidden size and depth. The write is atomic.
 
     Args:
-        model: a model holding an `AdapterBertBackbone`.
+        model: a model holding an `AdapterBackbone`.
         path: str, the `.safetensors` file to write.
 
     Raises:
@@ -106,10 +107,11 @@ def backbone_identity(backbone):
         the pretrained checkpoint).
     """
     embeddings = np.ascontiguousarray(backbone.token_embedding.embeddings.numpy(), "float32")
+    vocabulary_size = adapter_backbone_class(backbone).architecture.vocabulary_size
     return {
         "hidden_dim": backbone.hidden_dim,
         "num_layers": backbone.num_layers,
-        "vocabulary_size": backbone.vocabulary_size,
+        "vocabulary_size": getattr(backbone, vocabulary_size),
         "vocabulary_sha256": hashlib.sha256(embeddings.tobytes()).hexdigest(),
     }
 
@@ -144,7 +146,7 @@ def save_adapter(model, directory, name):
 
     Args:
         model: an `AdapterModel`, or any model holding an
-            `AdapterBertBackbone` (then no head is saved).
+            `AdapterBackbone` (then no head is saved).
         directory: str, the folder to write.
         name: str, the adapter (task) to save.
 
@@ -187,7 +189,7 @@ def load_adapter(model, directory, load_as=None):
 
     Args:
         model: an `AdapterModel` (the head is restored too), or any model
-            holding an `AdapterBertBackbone` (the head, if saved, is ignored).
+            holding an `AdapterBackbone` (the head, if saved, is ignored).
         directory: str, a folder written by `save_adapter`.
         load_as: str or None, the name to give it; defaults to the saved name.
 

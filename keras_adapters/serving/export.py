@@ -64,7 +64,7 @@ def write_serving_archive(export_dir, model, serve, input_signature, example_inp
             any layer not yet called.
         resources: other Keras objects `serve` uses (e.g. a preprocessor).
         adapter_drop_knob: bool, add `serving_adapter_drop` when the model
-            has an `AdapterBertBackbone` with adapters. Defaults to True.
+            has an `AdapterBackbone` with adapters. Defaults to True.
     """
     serve(*example_inputs)
     archive = keras.export.ExportArchive()

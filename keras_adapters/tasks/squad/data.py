@@ -20,9 +20,9 @@ import unicodedata
 import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
-from keras_hub.src.tokenizers import word_piece_tokenizer as keras_hub_wordpiece
 
 from keras_adapters.data.pipeline import FEATURES, batch_by_length, shuffle, trim_to_longest
+from keras_adapters.utils import keras_internals
 
 _CHUNK = 1024  # Texts tokenized per TensorFlow call.
 
@@ -196,13 +196,7 @@ class OffsetTokenizer:
                             tokenizer.pad_token_id)
         self._lowercase = tokenizer.lowercase
         self._strip_accents = tokenizer.strip_accents
-        self._patterns = (
-            (keras_hub_wordpiece.WHITESPACE_PUNCTUATION_AND_CJK_REGEX,
-             keras_hub_wordpiece.PUNCTUATION_AND_CJK_REGEX)
-            if tokenizer.split_on_cjk
-            else (keras_hub_wordpiece.WHITESPACE_AND_PUNCTUATION_REGEX,
-                  keras_hub_wordpiece.PUNCTUATION_REGEX)
-        )
+        self._patterns = keras_internals.word_piece_split_patterns(tokenizer.split_on_cjk)
         self._wordpiece = tf_text.FastWordpieceTokenizer(
             vocab=tokenizer.get_vocabulary(),
             suffix_indicator=tokenizer.suffix_indicator,
