@@ -1,11 +1,18 @@
-"""Bottleneck adapters and AdapterDrop for Keras 3 BERT backbones."""
+"""Bottleneck adapters and AdapterDrop for Keras 3 and keras-hub encoder backbones."""
 
 from keras_adapters.configuration.adapter_config import AdapterConfig
 from keras_adapters.layers.adapter_drop import AdapterDrop
 from keras_adapters.layers.bottleneck_adapter import BottleneckAdapter
-from keras_adapters.models.adapter_backbone import AdapterBertBackbone, add_adapters
+from keras_adapters.models.adapter_backbone import AdapterBackbone, add_adapters
 from keras_adapters.models.adapter_encoder import AdapterTransformerEncoder, TaskAdapters
 from keras_adapters.models.adapter_model import AdapterModel, ClassificationHead
+from keras_adapters.models.architectures import (
+    AdapterBertBackbone,
+    AdapterDistilBertBackbone,
+    AdapterElectraBackbone,
+    AdapterRobertaBackbone,
+    AdapterXLMRobertaBackbone,
+)
 from keras_adapters.models.freezing import (
     ParameterCounts,
     count_parameters,
@@ -20,9 +27,15 @@ from keras_adapters.saving.adapter_files import (
 )
 from keras_adapters.saving.checkpoints import DEFAULT_CHECKPOINT, from_pretrained
 from keras_adapters.training.optimization import WarmupLinearDecay, create_optimizer
+from keras_adapters.version import __version__ as __version__
 
 __all__ = [
+    "AdapterBackbone",
     "AdapterBertBackbone",
+    "AdapterDistilBertBackbone",
+    "AdapterElectraBackbone",
+    "AdapterRobertaBackbone",
+    "AdapterXLMRobertaBackbone",
     "AdapterConfig",
     "AdapterDrop",
     "AdapterModel",

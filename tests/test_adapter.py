@@ -123,7 +123,17 @@ def test_config_json_round_trip_and_validation():
     assert json.loads(config.to_json())["placement"] == "pfeiffer"
     with pytest.raises(ValueError, match="placement"):
         AdapterConfig(placement="middle")
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ValueError, match="at most one"):
         AdapterConfig(adapter_size=8, reduction_factor=8)
     with pytest.raises(ValueError, match="negative"):
         AdapterConfig(leave_out=(-1,))
+
+
+def test_adapter_config_sizes_and_adapterhub_names():
+    assert AdapterConfig().adapter_size == 64  # Houlsby's default.
+    config = AdapterConfig(reduction_factor=16)  # One size field is enough.
+    assert (config.adapter_size, config.reduction_factor) == (None, 16)
+    assert AdapterConfig(placement="double_seq_bn").placement == "houlsby"  # Same dataflow.
+    for name in ("seq_bn", "par_bn"):
+        with pytest.raises(ValueError, match=f"placement '{name}'"):
+            AdapterConfig(placement=name)

@@ -4,6 +4,15 @@ import dataclasses
 import json
 
 PLACEMENTS = ("houlsby", "pfeiffer")
+# AdapterHub's configuration names with the same dataflow as ours.
+PLACEMENT_ALIASES = {"double_seq_bn": "houlsby"}
+# AdapterHub's names whose dataflow differs from every placement here.
+NOT_YET = {
+    "seq_bn": "AdapterHub's seq_bn applies the layer norm before and after the adapter, "
+              "which placement='pfeiffer' does not",
+    "par_bn": "the parallel adapter (He et al., 2022) is not built yet",
+}
+DEFAULT_ADAPTER_SIZE = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -12,8 +21,8 @@ class AdapterConfig:
 
     Attributes:
         adapter_size: int or None. The bottleneck size m (Houlsby et al., 2019,
-            §2.1). Exactly one of `adapter_size` and `reduction_factor` is set.
-            Defaults to 64.
+            §2.1). Give at most one of `adapter_size` and `reduction_factor`;
+            with neither, `adapter_size` is 64.
         reduction_factor: int or None. The ratio hidden_dim/m (the AdapterHub
             convention). Defaults to None.
         activation: str. The adapter nonlinearity, any Keras activation name.
@@ -23,18 +32,28 @@ class AdapterConfig:
         placement: `"houlsby"` puts an adapter after the attention output and
             one after the feed-forward output of every layer (Houlsby et al.,
             Fig. 2); `"pfeiffer"` only after the feed-forward output (Pfeiffer
-            et al., 2021, "AdapterFusion", §3). Defaults to `"houlsby"`.
+            et al., 2021, "AdapterFusion", §3). AdapterHub's `"double_seq_bn"`
+            (the same dataflow) is accepted for `"houlsby"`. Defaults to
+            `"houlsby"`.
         train_layer_norms: bool. Whether the layer norms train with the
             adapters, as in Houlsby §2.1. Defaults to True.
         leave_out: tuple of int. Transformer layer indices (0 is the lowest)
             that get no adapter at all. Defaults to `()`.
 
     Raises:
-        ValueError: on a bad size, an unknown placement or a negative layer
-            index in `leave_out`.
+        ValueError: on a bad size, both sizes given, an unknown placement
+            (naming it; AdapterHub's `seq_bn` and `par_bn` are not built yet)
+            or a negative layer index in `leave_out`.
+
+    Example:
+
+    ```python
+    config = keras_adapters.AdapterConfig(reduction_factor=16, placement="pfeiffer")
+    backbone = keras_adapters.add_adapters(backbone, config, name="sst2")
+    ```
     """
 
-    adapter_size: int | None = 64
+    adapter_size: int | None = None
     reduction_factor: int | None = None
     activation: str = "gelu"
     initializer_std: float = 1e-2
@@ -43,19 +62,26 @@ class AdapterConfig:
     leave_out: tuple = ()
 
     def __post_init__(self):
-        if (self.adapter_size is None) == (self.reduction_factor is None):
+        if self.adapter_size is not None and self.reduction_factor is not None:
             raise ValueError(
-                "Set exactly one of adapter_size and reduction_factor; got "
+                "Set at most one of adapter_size and reduction_factor; got "
                 f"adapter_size={self.adapter_size}, "
                 f"reduction_factor={self.reduction_factor}."
             )
+        if self.adapter_size is None and self.reduction_factor is None:
+            object.__setattr__(self, "adapter_size", DEFAULT_ADAPTER_SIZE)
         for field in ("adapter_size", "reduction_factor"):
             value = getattr(self, field)
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise ValueError(f"{field} must be a positive integer; got {value!r}.")
+        if self.placement in NOT_YET:
+            raise ValueError(f"placement {self.placement!r}: {NOT_YET[self.placement]}.")
+        object.__setattr__(self, "placement",
+                           PLACEMENT_ALIASES.get(self.placement, self.placement))
         if self.placement not in PLACEMENTS:
             raise ValueError(
-                f"placement must be one of {PLACEMENTS}; got {self.placement!r}."
+                f"placement must be one of {PLACEMENTS} (or {sorted(PLACEMENT_ALIASES)}); "
+                f"got {self.placement!r}."
             )
         if self.initializer_std < 0:
             raise ValueError(

