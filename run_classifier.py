@@ -15,7 +15,6 @@ Example (the default: MRPC, all-MiniLM-L6-v2, adapters of size 64):
 import time
 
 import keras
-import keras_hub
 from absl import app, flags, logging
 
 from keras_adapters.data.pipeline import (
@@ -24,6 +23,7 @@ from keras_adapters.data.pipeline import (
     make_preprocessor,
     tokenize_examples,
 )
+from keras_adapters.models.classifiers import text_classifier
 from keras_adapters.saving.adapter_files import save_adapter_weights
 from keras_adapters.serving.export import export_text_classifier
 from keras_adapters.tasks.glue import data as glue
@@ -94,11 +94,12 @@ def train_epochs(preprocessor, examples, static_shapes):
 
 
 def build_classifier(task, steps_hint):
-    """Backbone, tokenizer, head and optimizer; call inside the strategy scope."""
+    """The classifier, its backbone, the tokenizer and steps per epoch, compiled.
+
+    Call inside the strategy scope.
+    """
     backbone, tokenizer = cli.build_backbone(task.name)
-    model = keras_hub.models.BertTextClassifier(
-        backbone, num_classes=task.num_classes, preprocessor=None
-    )
+    model = text_classifier(backbone, task.num_classes)
     optimizer, steps_per_epoch = cli.prepare_for_training(model, *steps_hint)
     if task.is_regression:
         loss, train_metrics = keras.losses.MeanSquaredError(), []
@@ -106,7 +107,7 @@ def build_classifier(task, steps_hint):
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         train_metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     model.compile(optimizer=optimizer, loss=loss, metrics=train_metrics)
-    return model, tokenizer, steps_per_epoch
+    return model, backbone, tokenizer, steps_per_epoch
 
 
 def train_and_evaluate(strategy):
@@ -116,7 +117,7 @@ def train_and_evaluate(strategy):
     train = read_split(task, "train", FLAGS.max_train_examples)
     dev = {split: read_split(task, split, FLAGS.max_eval_examples) for split in task.dev_splits}
     with strategy.scope():
-        model, tokenizer, steps_per_epoch = build_classifier(
+        model, backbone, tokenizer, steps_per_epoch = build_classifier(
             task, (len(train), static_shapes))
     preprocessor = make_preprocessor(tokenizer, FLAGS.max_seq_length)
     evaluation = GlueEvaluation(task, {
@@ -127,20 +128,22 @@ def train_and_evaluate(strategy):
                     monitor=f"{task.dev_splits[0]}_{metrics.primary_metric(task)}")
     start = time.time()
     cli.fit(model, train_epochs(preprocessor, train, static_shapes), steps_per_epoch,
-            model.backbone, callbacks=[evaluation, best],
+            backbone, callbacks=[evaluation, best],
             run_config={"task": task.name, "data_source": FLAGS.data_source,
                         "max_train_examples": FLAGS.max_train_examples})
     train_seconds = time.time() - start
     if not evaluation.results:  # Resumed after the last epoch's backup.
         evaluation.evaluate()
+    exported = cli.load_weights_to_export(model)
     write_json(cli.output_path("eval_results.json"), {
         "task": task.name,
         "tuning": FLAGS.tuning,
         "init_from": FLAGS.init_from,
         "train_examples": len(train),
         "train_seconds": round(train_seconds, 1),
-        "dev": evaluation.results,
+        **evaluation.results,  # "dev" (MNLI: "dev_matched", "dev_mismatched"): the last epoch.
         "best": best.best(),
+        "exported": exported,
     })
     if FLAGS.tuning == "adapters":
         save_adapter_weights(model, cli.output_path("adapter_weights.safetensors"))

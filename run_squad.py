@@ -193,8 +193,6 @@ def main(argv):
     if FLAGS.mode == "train_and_predict":
         results["train_seconds"] = round(
             train(model, backbone, tokenizer, strategy, evaluation, best), 1)
-        if FLAGS.tuning == "adapters":
-            save_adapter_weights(model, cli.output_path("adapter_weights.safetensors"))
     else:
         load_latest_checkpoint(model)
     if evaluation.scores is None:  # Predict mode, or resumed after the last epoch's backup.
@@ -204,6 +202,9 @@ def main(argv):
     results.update(evaluation.scores)
     if FLAGS.mode == "train_and_predict":
         results["best"] = best.best()
+        results["exported"] = cli.load_weights_to_export(model)
+        if FLAGS.tuning == "adapters":
+            save_adapter_weights(model, cli.output_path("adapter_weights.safetensors"))
     write_json(cli.output_path("eval_results.json"), results)
     squad_serving.export_question_answerer(
         model, tokenizer, FLAGS.export_dir or cli.output_path("saved_model"),

@@ -81,7 +81,7 @@ def build(arm):
     backbone = AdapterBertBackbone(
         vocabulary_size=VOCABULARY, num_layers=FLAGS.num_layers, num_heads=FLAGS.num_heads,
         hidden_dim=FLAGS.hidden_dim, intermediate_dim=4 * FLAGS.hidden_dim,
-        max_sequence_length=512, adapters=adapters,
+        max_sequence_length=512, adapter_configs=adapters,
         active_adapter="default" if adapters else None,
         drop_first_n=FLAGS.drop_first_n if arm == "adapters_drop" else 0)
     model = keras_hub.models.BertTextClassifier(backbone, num_classes=2, preprocessor=None)

@@ -1,11 +1,13 @@
 """Bottleneck adapters and AdapterDrop for Keras 3 and keras-hub encoder backbones."""
 
 from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.data.pipeline import make_preprocessor, text_dataset
 from keras_adapters.layers.adapter_drop import AdapterDrop
 from keras_adapters.layers.bottleneck_adapter import BottleneckAdapter
+from keras_adapters.layers.heads import ClassificationHead
 from keras_adapters.models.adapter_backbone import AdapterBackbone, add_adapters
-from keras_adapters.models.adapter_encoder import AdapterTransformerEncoder, TaskAdapters
-from keras_adapters.models.adapter_model import AdapterModel, ClassificationHead
+from keras_adapters.models.adapter_encoder import AdapterTransformerEncoder, LayerAdapter
+from keras_adapters.models.adapter_model import AdapterModel
 from keras_adapters.models.architectures import (
     AdapterBertBackbone,
     AdapterDistilBertBackbone,
@@ -13,6 +15,7 @@ from keras_adapters.models.architectures import (
     AdapterRobertaBackbone,
     AdapterXLMRobertaBackbone,
 )
+from keras_adapters.models.classifiers import text_classifier
 from keras_adapters.models.freezing import (
     ParameterCounts,
     count_parameters,
@@ -45,7 +48,7 @@ __all__ = [
     "DEFAULT_CHECKPOINT",
     "ParallelAdapterModel",
     "ParameterCounts",
-    "TaskAdapters",
+    "LayerAdapter",
     "WarmupLinearDecay",
     "add_adapters",
     "count_parameters",
@@ -54,6 +57,9 @@ __all__ = [
     "from_pretrained",
     "load_adapter",
     "load_adapter_weights",
+    "make_preprocessor",
     "save_adapter",
     "save_adapter_weights",
+    "text_classifier",
+    "text_dataset",
 ]

@@ -6,10 +6,32 @@ Not a test module: test modules import this one, never each other.
 
 import dataclasses
 import io
+import json
+import os
+import pathlib
 
 import keras
 import keras_hub
 import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from keras_adapters import AdapterConfig, add_adapters, make_preprocessor
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+# Real GLUE and SQuAD data in their original layout (see ../shared/data/README.md).
+GLUE_DIR = REPO_ROOT.parent / "shared" / "data" / "glue"
+SQUAD_DIR = REPO_ROOT.parent / "shared" / "data" / "squad"
+SQUAD_DEV = SQUAD_DIR / "dev-v1.1.json"
+SQUAD_TRAIN = SQUAD_DIR / "train-v1.1-first44articles.json"
+
+
+def require_squad():
+    """Skip the calling test when the real SQuAD files are absent."""
+    if not SQUAD_DIR.is_dir():
+        pytest.skip(f"real SQuAD data not found at {SQUAD_DIR}: expected the shared data "
+                    "folder next to the repository (../shared/data/squad)")
+
 
 WORDS = "the a cat dog sat on mat big".split()
 WORD_PIECE_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
@@ -136,6 +158,32 @@ def assert_outputs_equal(actual, expected, atol=0.0):
             np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
 
 
+def run_layer_test(layer_cls, init_kwargs, input_data, expected_output_shape, tmp_path):
+    """keras-hub's `run_layer_test`, in short, for a layer taking one tensor.
+
+    The layer builds and runs; `from_config(get_config())` with the same
+    weights gives the same outputs; a functional model holding it round-trips
+    through a `.keras` file; under `mixed_bfloat16` it computes in bfloat16.
+
+    Returns:
+        The layer's outputs (float32 policy).
+    """
+    layer = layer_cls(**init_kwargs)
+    outputs = np.asarray(layer(input_data))
+    assert outputs.shape == expected_output_shape
+    twin = layer_cls.from_config(layer.get_config())
+    twin(input_data)
+    twin.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(np.asarray(twin(input_data)), outputs)
+    inputs = keras.Input(shape=input_data.shape[1:])
+    run_serialization_test(keras.Model(inputs, layer_cls(**init_kwargs)(inputs)), input_data,
+                           tmp_path / f"{layer_cls.__name__}.keras")
+    mixed = layer_cls(**init_kwargs, dtype="mixed_bfloat16")
+    assert keras.backend.standardize_dtype(mixed(input_data).dtype) == "bfloat16"
+    assert all(w.dtype == "float32" for w in mixed.weights if "float" in w.dtype)
+    return outputs
+
+
 def run_serialization_test(model, inputs, path):
     """Save `model` to a `.keras` file and load it; the outputs must not change.
 
@@ -146,3 +194,146 @@ def run_serialization_test(model, inputs, path):
     restored = keras.saving.load_model(str(path))
     assert_outputs_equal(outputs_of(restored, inputs), outputs_of(model, inputs))
     return restored
+
+
+# Hugging Face BERT folders with random tensors (no transformers needed).
+
+HF_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "dog", "##s"]
+TINY_HF_CONFIG = dict(model_type="bert", vocab_size=len(HF_VOCAB), hidden_size=8, num_hidden_layers=2,
+            num_attention_heads=2, intermediate_size=16, max_position_embeddings=16,
+            type_vocab_size=2, hidden_act="gelu", hidden_dropout_prob=0.1, layer_norm_eps=1e-12)
+
+
+def tiny_hf_tensors(config=TINY_HF_CONFIG, prefix="bert.", seed=0):
+    """Random `BertForPreTraining`-style tensors, `cls.*` heads included."""
+    rng = np.random.default_rng(seed)
+    V, P, T = config["vocab_size"], config["max_position_embeddings"], config["type_vocab_size"]
+    H, I = config["hidden_size"], config["intermediate_size"]
+    shapes = {
+        "embeddings.word_embeddings.weight": (V, H),
+        "embeddings.position_embeddings.weight": (P, H),
+        "embeddings.token_type_embeddings.weight": (T, H),
+        "embeddings.LayerNorm.weight": (H,),
+        "embeddings.LayerNorm.bias": (H,),
+        "pooler.dense.weight": (H, H),
+        "pooler.dense.bias": (H,),
+    }
+    for i in range(config["num_hidden_layers"]):
+        p = f"encoder.layer.{i}."
+        for n in ("self.query", "self.key", "self.value", "output.dense"):
+            n = "attention." + n
+            shapes.update({p + n + ".weight": (H, H), p + n + ".bias": (H,)})
+        shapes.update({p + "intermediate.dense.weight": (I, H), p + "intermediate.dense.bias": (I,),
+                       p + "output.dense.weight": (H, I), p + "output.dense.bias": (H,)})
+        for n in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes.update({p + n + ".weight": (H,), p + n + ".bias": (H,)})
+    tensors = {prefix + k: rng.normal(0.0, 0.5, s).astype(np.float32) for k, s in shapes.items()}
+    tensors[prefix + "embeddings.position_ids"] = np.arange(P, dtype=np.int64)[None]
+    tensors.update({"cls.predictions.bias": np.zeros(V, np.float32),
+                    "cls.predictions.transform.dense.weight": np.zeros((H, H), np.float32),
+                    "cls.seq_relationship.weight": np.zeros((2, H), np.float32)})
+    return tensors
+
+
+def write_hf_folder(folder, tensors, config=TINY_HF_CONFIG, lowercase=True, torch_bin=False):
+    """A Hugging Face BERT folder of `tensors` (safetensors, or a PyTorch .bin)."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f)
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"do_lower_case": lowercase}, f)
+    with open(os.path.join(folder, "vocab.txt"), "w") as f:
+        f.write("\n".join(HF_VOCAB) + "\n")
+    if torch_bin:
+        import torch
+
+        state = {k: torch.from_numpy(v) for k, v in tensors.items()}
+        torch.save(state, os.path.join(folder, "pytorch_model.bin"))
+    else:
+        save_file(tensors, os.path.join(folder, "model.safetensors"))
+    return str(folder)
+
+
+def tiny_classifier(num_classes=3):
+    """A 2-layer BERT classifier with adapters over `WORD_PIECE_VOCAB`, and its preprocessor
+    (length 32)."""
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(WORD_PIECE_VOCAB), num_layers=2, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, max_sequence_length=32)
+    model = keras_hub.models.BertTextClassifier(
+        add_adapters(backbone, AdapterConfig(adapter_size=2, initializer_std=0.3)),
+        num_classes=num_classes, preprocessor=None)
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=WORD_PIECE_VOCAB)
+    return model, make_preprocessor(tokenizer, 32)
+
+
+# Texts that normalization changes (accents, CJK, emoji, invisible characters).
+UNICODE_CASES = [
+    "Café déjà vu, Frédéric!",
+    "naïve ＡＢＣ ﬁne",
+    "北京大学 in 東京",
+    "I ❤️ 🎉 emoji 👍🏽!",
+    "zero\u200bwidth\u200djoin\u00adsoft",
+    "non\u00a0breaking space",
+    "a≠b … ″ ß İstanbul",
+    "tab\tnew\nline\r\n",
+    "",
+]
+
+
+# SavedModels served the way a serving team would: a fresh process that
+# imports only TensorFlow and tensorflow-text, loads them and calls signatures.
+_SERVE_IN_FRESH_PROCESS = """
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
+results = []
+for export_dir, signature, inputs in json.loads(sys.argv[1]):
+    signatures = tf.saved_model.load(export_dir).signatures
+    outputs = signatures[signature](**{name: tf.constant(value) for name, value in inputs.items()})
+    results.append({name: [v.decode() for v in value.numpy().ravel()]
+                    if value.dtype == tf.string else value.numpy().tolist()
+                    for name, value in outputs.items()})
+    results[-1]["__signatures__"] = sorted(signatures)
+print(json.dumps(results))
+"""
+
+
+def serve_in_fresh_process(*calls):
+    """Call SavedModel signatures in one new Python process.
+
+    Args:
+        *calls: `(export_dir, signature, inputs)` triples, `inputs` a dict of
+            input name to a JSON-serialisable list (or scalar).
+
+    Returns:
+        A list with each call's dict of output name to a NumPy array (strings
+        as a list of str), plus `"__signatures__"`: the names of the
+        SavedModel's signatures.
+    """
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    payload = json.dumps([(str(d), signature, inputs) for d, signature, inputs in calls])
+    result = subprocess.run([sys.executable, "-c", _SERVE_IN_FRESH_PROCESS, payload],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [{name: value if value and isinstance(value[0], str) else np.array(value)
+             for name, value in outputs.items()}
+            for outputs in json.loads(result.stdout.strip().splitlines()[-1])]
+
+
+def saved_model_cli_show(export_dir):
+    """The output of `saved_model_cli show --all --dir export_dir`."""
+    import subprocess
+    import sys
+
+    cli = pathlib.Path(sys.executable).parent / "saved_model_cli"
+    result = subprocess.run([str(cli), "show", "--all", "--dir", str(export_dir)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout

@@ -9,6 +9,8 @@ import tensorflow as tf
 
 from keras_adapters.configuration.adapter_config import AdapterConfig
 from keras_adapters.layers.bottleneck_adapter import BottleneckAdapter
+from keras_adapters.models.adapter_encoder import AdapterTransformerEncoder
+from tests.helpers import run_layer_test
 
 
 def _build(d=384, **kwargs):
@@ -137,3 +139,13 @@ def test_adapter_config_sizes_and_adapterhub_names():
     for name in ("seq_bn", "par_bn"):
         with pytest.raises(ValueError, match=f"placement '{name}'"):
             AdapterConfig(placement=name)
+
+
+@pytest.mark.parametrize("layer_cls, init_kwargs", [
+    (BottleneckAdapter, {"adapter_size": 4, "initializer_std": 0.5}),
+    (AdapterTransformerEncoder, {"adapter_configs": {"a": AdapterConfig(adapter_size=4).to_dict()},
+                                 "active_adapter": "a", "num_heads": 2, "intermediate_dim": 16}),
+], ids=["BottleneckAdapter", "AdapterTransformerEncoder"])
+def test_layer_contract(layer_cls, init_kwargs, tmp_path):
+    x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+    run_layer_test(layer_cls, init_kwargs, x, (2, 5, 8), tmp_path)

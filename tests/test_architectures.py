@@ -14,7 +14,6 @@ from keras_adapters import AdapterConfig, AdapterModel, add_adapters, freeze_for
 from keras_adapters.data.pipeline import make_preprocessor, tokenize
 from keras_adapters.models.adapter_backbone import AdapterBackbone
 from keras_adapters.serving.export import export_text_classifier
-from tests.conftest import serve_in_fresh_process
 from tests.helpers import (
     ARCHITECTURE_IDS,
     ARCHITECTURES,
@@ -23,6 +22,7 @@ from tests.helpers import (
     assert_outputs_equal,
     outputs_of,
     run_serialization_test,
+    serve_in_fresh_process,
 )
 
 LAYERS = 2
@@ -101,7 +101,7 @@ def test_specialised_and_robust_adapter_drop(arch, backbone, inputs):
     config = AdapterConfig(adapter_size=4, initializer_std=0.5)
     specialised = add_adapters(backbone, config, drop_first_n=1)
     reference = add_adapters(backbone, AdapterConfig(adapter_size=4, leave_out=(0,)))
-    reference.task_adapters()[1].set_weights(specialised.task_adapters()[1].get_weights())
+    reference.layer_adapters()[1].set_weights(specialised.layer_adapters()[1].get_weights())
     train = tf.function(lambda: _sequence(specialised, inputs, training=True))
     conds = [op for op in train.get_concrete_function().graph.get_operations()
              if op.type in ("If", "StatelessIf")]
@@ -111,8 +111,8 @@ def test_specialised_and_robust_adapter_drop(arch, backbone, inputs):
     np.testing.assert_allclose(_sequence(specialised, inputs), expected, atol=1e-5)
 
     robust = add_adapters(backbone, config, robust_adapter_drop=True, seed=3)
-    robust.task_adapters()[1].set_weights(specialised.task_adapters()[1].get_weights())
-    robust.task_adapters()[0].set_weights(specialised.task_adapters()[0].get_weights())
+    robust.layer_adapters()[1].set_weights(specialised.layer_adapters()[1].get_weights())
+    robust.layer_adapters()[0].set_weights(specialised.layer_adapters()[0].get_weights())
     robust.set_drop_first_n(1)
     np.testing.assert_array_equal(_sequence(robust, inputs).numpy(),
                                   _sequence(specialised, inputs).numpy())

@@ -69,7 +69,7 @@ def test_placement_and_parameter_counts(backbone, placement, per_layer):
 
 def test_leave_out_layers_get_no_adapters(backbone, inputs):
     adapted = add_adapters(backbone, AdapterConfig(adapter_size=4, leave_out=(0, 2)))
-    assert [bool(layer.task_adapters) for layer in adapted.transformer_layers] == \
+    assert [bool(layer.named_adapters) for layer in adapted.transformer_layers] == \
         [False, True, False]
 
 
@@ -85,7 +85,7 @@ def test_adapter_drop_equals_model_without_those_adapters(backbone, inputs):
     adapted = add_adapters(backbone, AdapterConfig(adapter_size=4, initializer_std=0.5))
     reference = add_adapters(backbone, AdapterConfig(adapter_size=4, leave_out=(0, 1)))
     for layer, twin in zip(adapted.transformer_layers[2:], reference.transformer_layers[2:]):
-        twin.task_adapters["default"].set_weights(layer.task_adapters["default"].get_weights())
+        twin.named_adapters["default"].set_weights(layer.named_adapters["default"].get_weights())
     adapted.set_drop_first_n(2)
     np.testing.assert_array_equal(
         _outputs(adapted, inputs)["sequence_output"],
@@ -268,7 +268,7 @@ def test_specialised_training_is_traced_without_conds_at_the_depth_it_reads(back
                            drop_first_n=2)
     reference = add_adapters(backbone, AdapterConfig(adapter_size=4, leave_out=(0, 1)))
     for layer, twin in zip(adapted.transformer_layers[2:], reference.transformer_layers[2:]):
-        twin.task_adapters["default"].set_weights(layer.task_adapters["default"].get_weights())
+        twin.named_adapters["default"].set_weights(layer.named_adapters["default"].get_weights())
     train = tf.function(lambda: adapted(inputs, training=True)["sequence_output"])
     infer = tf.function(lambda: adapted(inputs, training=False)["sequence_output"])
     assert _cond_ops(train.get_concrete_function()) == []

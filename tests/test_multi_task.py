@@ -16,7 +16,7 @@ from keras_adapters.models.adapter_backbone import add_adapters
 from keras_adapters.models.adapter_model import AdapterModel
 from keras_adapters.saving.adapter_files import CONFIG_FILE, WEIGHTS_FILE
 from keras_adapters.serving.export import export_multi_task
-from tests.conftest import serve_in_fresh_process
+from tests.helpers import serve_in_fresh_process
 
 LAYERS, HIDDEN = 3, 16
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a cat dog sat on mat big".split()
@@ -58,7 +58,7 @@ def _three_tasks(backbone):
                                          placement="pfeiffer", train_layer_norms=False))
     model.add_classification_head("c", 1)
     for task in "abc":  # Layer-norm copies away from the pretrained values.
-        for layer in model.backbone.task_adapters(task).values():
+        for layer in model.backbone.layer_adapters(task).values():
             for weight in layer.weights:
                 if "layer_norm" in weight.path:
                     weight.assign(weight + np.random.default_rng(1).normal(0, 0.1, weight.shape))

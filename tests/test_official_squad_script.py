@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from keras_adapters.tasks.squad import postprocessing as sp
-from tests.conftest import REPO_ROOT, SQUAD_DEV, require_squad
+from tests.helpers import REPO_ROOT, SQUAD_DEV, require_squad
 
 OFFICIAL_SCRIPT = REPO_ROOT / "tests" / "data" / "evaluate-v1.1.py"
 # Both sides sum the same per-question scores in the same order and only

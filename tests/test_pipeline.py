@@ -10,6 +10,7 @@ from keras_adapters.data.pipeline import (
     batch_by_length,
     make_dataset,
     make_preprocessor,
+    text_dataset,
     tokenize,
     trim_to_longest,
 )
@@ -140,3 +141,34 @@ def test_an_epoch_index_fixes_that_epochs_order_in_any_process():
     unfixed = batch_by_length(_lengths_dataset(lengths), 8, seed=3, group_batches=4)
     passes = [np.concatenate([ids for _, ids in _epoch(unfixed)]).tolist() for _ in range(2)]
     assert passes[0] != passes[1]  # without an epoch, each pass reshuffles
+
+
+def test_text_dataset_groups_by_length_trims_and_keeps_labels_aligned():
+    rng = np.random.default_rng(0)
+    words = "the a cat dog sat on mat big".split()
+    texts = [" ".join(rng.choice(words, n)) for n in rng.integers(1, 60, size=200)]
+    preprocessor = _preprocessor(length=64)
+    full = tokenize(preprocessor, tf.constant(texts))["token_ids"].numpy()
+    labels = np.arange(200)  # Each label names its text.
+    train = text_dataset(preprocessor, texts, labels=labels, batch_size=16, training=True, seed=1)
+    seen, widths, spans = [], [], []
+    for features, y in train:
+        ids, y = features["token_ids"].numpy(), y.numpy()
+        np.testing.assert_array_equal(ids, full[y, : ids.shape[1]])  # Aligned, only padding cut.
+        lengths = features["padding_mask"].numpy().sum(1)
+        seen += list(y)
+        widths.append(ids.shape[1])
+        spans.append(lengths.max() - lengths.min())
+        assert ids.shape[1] == -(-lengths.max() // 16) * 16
+    assert sorted(seen) == list(range(200))
+    assert np.mean(widths) < 0.8 * 64 and np.median(spans) < 15  # Short, similar-length batches.
+    again = np.concatenate([y.numpy() for _, y in train])
+    assert sorted(again) == list(range(200)) and list(again) != seen  # Reshuffled each pass.
+    predict = text_dataset(preprocessor, texts, batch_size=64)
+    np.testing.assert_array_equal(
+        np.concatenate([b["padding_mask"].numpy().sum(1) for b in predict]),
+        (full != 0).sum(1))  # In order.
+    with pytest.raises(ValueError, match="one length"):
+        text_dataset(preprocessor, texts, labels=labels[:5])
+    with pytest.raises(ValueError, match="need labels"):
+        text_dataset(preprocessor, texts, training=True)

@@ -9,8 +9,7 @@ from keras_adapters.data.pipeline import make_preprocessor
 from keras_adapters.serving.export import export_text_classifier
 from keras_adapters.serving.question_answering import export_question_answerer
 from keras_adapters.tasks.squad.span_head import build_span_model
-from tests.conftest import REPO_ROOT
-from tests.helpers import ARCHITECTURES
+from tests.helpers import ARCHITECTURES, REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text()
 

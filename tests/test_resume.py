@@ -15,8 +15,8 @@ from safetensors.numpy import load_file, save_file
 
 from keras_adapters.training.callbacks import EpochWeights, KeepBest, StopOnNaN
 from keras_adapters.training.resume import STATE_FILE, Backup, TrainingState, fit_resumable
-from tests.conftest import REPO_ROOT
-from tests.test_checkpoints import tiny_tensors, write_hf_folder
+from tests.helpers import REPO_ROOT, write_hf_folder
+from tests.helpers import tiny_hf_tensors as tiny_tensors
 
 STEPS, EPOCHS, BATCH = 5, 2, 4
 
@@ -163,7 +163,8 @@ def _command(checkpoint, glue_dir, model_dir):
     return [sys.executable, str(REPO_ROOT / "run_classifier.py"), "--task=mrpc",
             f"--init_from={checkpoint}", f"--data_dir={glue_dir}", f"--model_dir={model_dir}",
             "--max_seq_length=16", "--batch_size=4", "--num_epochs=2", "--adapter_size=4",
-            "--save_every_steps=1", "--deterministic_ops", "--learning_rate=1e-2"]
+            "--save_every_steps=1", "--deterministic_ops", "--learning_rate=1e-2",
+            "--export_from=last"]  # The adapter file then holds the final weights.
 
 
 def _backup_step(model_dir):

@@ -4,19 +4,21 @@ import json
 import subprocess
 import sys
 
+import h5py
 import keras_hub
 import numpy as np
 import pytest
 import sklearn.metrics
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer ops for loading)
+from safetensors.numpy import load_file
 
 from keras_adapters.configuration.adapter_config import AdapterConfig
 from keras_adapters.models.adapter_backbone import add_adapters
 from keras_adapters.saving.adapter_files import load_adapter_weights
 from keras_adapters.saving.checkpoints import from_pretrained
 from keras_adapters.tasks.glue import data as glue
-from tests.conftest import GLUE_DIR, REPO_ROOT
+from tests.helpers import GLUE_DIR, REPO_ROOT
 
 TRAIN, DEV = 64, 40
 COMMON = [f"--max_train_examples={TRAIN}", f"--max_eval_examples={DEV}", "--num_epochs=1",
@@ -45,7 +47,7 @@ def test_run_writes_every_artefact(finished_run):
         assert (finished_run / name).exists(), name
     results = json.loads((finished_run / "eval_results.json").read_text())
     assert results["task"] == "mrpc" and results["train_examples"] == TRAIN
-    assert set(results["dev"]["dev"]) == {"f1", "accuracy"}
+    assert set(results["dev"]) == {"f1", "accuracy"}
 
 
 def test_saved_model_reloads_in_a_fresh_process_and_reproduces_metrics(finished_run):
@@ -56,7 +58,7 @@ def test_saved_model_reloads_in_a_fresh_process_and_reproduces_metrics(finished_
     assert probabilities.shape == (DEV, 2)
     np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
     predictions = probabilities.argmax(1)
-    reported = json.loads((finished_run / "eval_results.json").read_text())["dev"]["dev"]
+    reported = json.loads((finished_run / "eval_results.json").read_text())["dev"]
     assert reported["accuracy"] == pytest.approx(
         sklearn.metrics.accuracy_score(dev.labels, predictions))
     assert reported["f1"] == pytest.approx(sklearn.metrics.f1_score(dev.labels, predictions))
@@ -104,5 +106,35 @@ def test_mirrored_strategy_with_static_shapes_runs_the_tpu_data_path(glue_dir, t
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MirroredStrategy with 2 replica(s)" in result.stderr
     results = json.loads((tmp_path / "eval_results.json").read_text())
-    assert set(results["dev"]["dev"]) == {"accuracy"}
+    assert set(results["dev"]) == {"accuracy"}
     assert (tmp_path / "saved_model" / "saved_model.pb").exists()
+
+
+def test_export_from_best_serves_the_kept_epoch_and_progress_counts_epochs(glue_dir, tmp_path):
+    """Two epochs: the log says "Epoch 2/2", and the exports hold best/'s weights."""
+    command = [sys.executable, str(REPO_ROOT / "run_classifier.py"), "--task=rte",
+               f"--data_dir={glue_dir}", f"--model_dir={tmp_path}", "--max_train_examples=32",
+               "--max_eval_examples=16", "--num_epochs=2", "--batch_size=16",
+               "--max_seq_length=32", "--learning_rate=3e-2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [line for line in result.stdout.splitlines() if line.startswith("Epoch ")] == \
+        ["Epoch 1/2", "Epoch 2/2"]
+    assert "shuffle=True" not in result.stderr
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert set(results) >= {"task", "dev", "best", "exported"} and "accuracy" in results["dev"]
+    assert results["exported"] == {"from": "best", "epoch": results["best"]["epoch"]}
+    exported = load_file(str(tmp_path / "adapter_weights.safetensors"))
+    kernel = next(name for name in exported if name.startswith("logits/kernel"))
+    epochs = [_h5_arrays(tmp_path / "checkpoints" / f"epoch_{e:02d}.weights.h5") for e in (1, 2)]
+    matches = [any(np.array_equal(exported[kernel], a) for a in arrays) for arrays in epochs]
+    assert matches == [results["best"]["epoch"] == 1, results["best"]["epoch"] == 2]
+
+
+def _h5_arrays(path):
+    """Every array in a Keras `.weights.h5` file."""
+    arrays = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda _, item: arrays.append(item[()]) if isinstance(item, h5py.Dataset)
+                     else None)
+    return arrays

@@ -9,8 +9,8 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the SavedModel's tokenizer ops)
 
 from keras_adapters.tasks.squad.postprocessing import score_predictions
-from tests.conftest import REPO_ROOT, SQUAD_TRAIN, require_squad
-from tests.conftest import SQUAD_DEV as DEV
+from tests.helpers import REPO_ROOT, SQUAD_TRAIN, require_squad
+from tests.helpers import SQUAD_DEV as DEV
 
 COMMON = ["--max_predict_examples=30", "--batch_size=16", "--max_seq_length=192",
           f"--predict_file={DEV}"]

@@ -8,7 +8,7 @@ import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
 
 from bench.serving_load import load_test
 from keras_adapters.serving.export import export_text_classifier
-from tests.test_export import tiny_classifier
+from tests.helpers import tiny_classifier
 
 
 def test_concurrent_calls_return_the_single_thread_outputs(tmp_path):

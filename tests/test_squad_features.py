@@ -10,21 +10,9 @@ import tensorflow as tf
 from keras_adapters.saving.checkpoints import from_pretrained
 from keras_adapters.tasks.squad import data as squad
 from keras_adapters.tasks.squad import postprocessing as squad_postprocessing
-from tests.conftest import SQUAD_DEV as DEV
-from tests.conftest import SQUAD_TRAIN as TRAIN
-from tests.conftest import require_squad
-
-UNICODE_CASES = [
-    "Café déjà vu, Frédéric!",
-    "naïve ＡＢＣ ﬁne",
-    "北京大学 in 東京",
-    "I ❤️ 🎉 emoji 👍🏽!",
-    "zero\u200bwidth\u200djoin\u00adsoft",
-    "non\u00a0breaking space",
-    "a≠b … ″ ß İstanbul",
-    "tab\tnew\nline\r\n",
-    "",
-]
+from tests.helpers import SQUAD_DEV as DEV
+from tests.helpers import SQUAD_TRAIN as TRAIN
+from tests.helpers import UNICODE_CASES, require_squad
 
 
 @pytest.fixture(scope="module")

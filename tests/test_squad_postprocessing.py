@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from keras_adapters.tasks.squad import postprocessing as sp
-from tests.conftest import SQUAD_DEV, require_squad
+from tests.helpers import SQUAD_DEV, require_squad
 
 MAX_SEQ_LENGTH = 32
 QUESTION_LENGTH = 3

@@ -17,9 +17,8 @@ from keras_adapters.serving import question_answering as squad_serving
 from keras_adapters.tasks.squad import data as squad
 from keras_adapters.tasks.squad import postprocessing as squad_postprocessing
 from keras_adapters.tasks.squad.span_head import build_span_model
-from tests.conftest import SQUAD_DEV as DEV
-from tests.conftest import require_squad, serve_in_fresh_process
-from tests.test_squad_features import UNICODE_CASES
+from tests.helpers import SQUAD_DEV as DEV
+from tests.helpers import UNICODE_CASES, require_squad, serve_in_fresh_process
 
 SETTINGS = dict(max_seq_length=96, doc_stride=32, max_query_length=24, n_best_size=20,
                 max_answer_length=30)

@@ -244,3 +244,54 @@ def make_dataset(
     dataset = tokenize_examples(preprocessor, text_a, text_b, labels)
     return batch_examples(dataset, batch_size, training=training, seed=seed,
                           static_shapes=static_shapes)
+
+
+def text_dataset(preprocessor, text_a, text_b=None, labels=None, *, batch_size=32,
+                 training=False, seed=None):
+    """Batches of raw texts for `model.fit`/`predict`, built as the training scripts build them.
+
+    Texts are tokenized once (and cached). Each batch is cut to its longest
+    example (`trim_to_longest`), so short texts cost little: padding every
+    text to `max_seq_length` made short-text training several times slower.
+    Training batches hold examples of similar length, in a fresh, seeded
+    order each epoch (`batch_by_length`, Hugging Face's `group_by_length`).
+
+    Args:
+        preprocessor: from `make_preprocessor` (it sets `max_seq_length`).
+        text_a: sequence of N str.
+        text_b: sequence of N str for pair tasks, or None.
+        labels: N int class indices or float scores, or None (prediction).
+        batch_size: int. Defaults to 32.
+        training: bool, shuffle and group by length; needs `labels`.
+        seed: int or None, seeds the training order.
+
+    Returns:
+        A `tf.data.Dataset` of `(features, labels)` (or `features`), features
+        a dict of int32 `(batch, length)` tensors, `length` the batch's longest
+        example rounded up to a multiple of 16.
+
+    Raises:
+        ValueError: if `training` without `labels`, or the texts and labels
+            differ in number.
+
+    Example:
+
+    ```python
+    preprocessor = make_preprocessor(tokenizer, max_seq_length=128)
+    train = text_dataset(preprocessor, ["a great movie", "a dull film"], labels=[1, 0],
+                         training=True, seed=0)
+    model.fit(train, epochs=3)
+    ```
+    """
+    sizes = {len(text_a), *(() if text_b is None else (len(text_b),)),
+             *(() if labels is None else (len(labels),))}
+    if len(sizes) != 1:
+        raise ValueError(f"text_a, text_b and labels must have one length; got {sorted(sizes)}.")
+    if training and labels is None:
+        raise ValueError("Training batches need labels.")
+    dataset = tokenize_examples(preprocessor, text_a, text_b,
+                                None if labels is None else np.asarray(labels))
+    if not training:
+        return batch_examples(dataset, batch_size)
+    dataset = batch_by_length(dataset, batch_size, seed=seed)
+    return dataset.map(lambda x, y: (trim_to_longest(x), y)).prefetch(tf.data.AUTOTUNE)

@@ -50,6 +50,13 @@ class AdapterDrop(keras.layers.Layer):
 
     Raises:
         ValueError: if `drop_first_n` is not an integer in [0, num_layers].
+
+    Example:
+
+    ```python
+    gate = keras_adapters.AdapterDrop(num_layers=6, drop_first_n=2)
+    gate(np.zeros(()))  # [False, False, True, True, True, True]
+    ```
     """
 
     def __init__(self, num_layers, drop_first_n=0, robust=False, seed=None, **kwargs):

@@ -41,6 +41,13 @@ class BottleneckAdapter(keras.layers.Layer):
             `reduction_factor` are given, if either is not a positive integer,
             if `initializer_std` is negative, or if the reduction factor leaves
             a bottleneck of size zero.
+
+    Example:
+
+    ```python
+    adapter = keras_adapters.BottleneckAdapter(adapter_size=64)
+    outputs = adapter(np.ones((2, 16, 384), "float32"))  # (2, 16, 384), near the input
+    ```
     """
 
     def __init__(

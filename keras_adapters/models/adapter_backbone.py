@@ -64,6 +64,24 @@ def check_adapter_name(name):
         )
 
 
+def features(outputs):
+    """A keras-hub encoder backbone's outputs as `sequence_output` and `pooled_output`.
+
+    Args:
+        outputs: what the backbone returned: the float
+            `(batch, seq, hidden_dim)` states (RoBERTa, XLM-RoBERTa,
+            DistilBERT), or a dict holding them (BERT, ELECTRA).
+
+    Returns:
+        dict: `sequence_output` `(batch, seq, hidden_dim)` and `pooled_output`
+        `(batch, hidden_dim)`: the pooler's output where the architecture has
+        a pooler, else the first token's state (`<s>` or `[CLS]`).
+    """
+    if isinstance(outputs, dict):
+        return outputs
+    return {"sequence_output": outputs, "pooled_output": outputs[:, 0, :]}
+
+
 @dataclasses.dataclass(frozen=True)
 class Architecture:
     """What differs between keras-hub encoder backbones, declared once each.
@@ -77,6 +95,13 @@ class Architecture:
             the first token (BERT's `pooled_dense`); None where the backbone
             has none and heads read the first token's hidden state.
         vocabulary_size: str, the attribute that holds the vocabulary size.
+
+    Example:
+
+    ```python
+    Architecture(name="bert", backbone_cls=keras_hub.models.BertBackbone,
+                 hidden_activation="gelu_approximate", pooler="pooled_dense")
+    ```
     """
 
     name: str
@@ -106,7 +131,7 @@ class AdapterBackbone:
         *args, **kwargs: the keras-hub backbone's own arguments.
         hidden_activation: str, a key of `HIDDEN_ACTIVATIONS`, or None for
             the keras-hub backbone's own (`architecture.hidden_activation`).
-        adapters: dict from adapter name to `AdapterConfig.to_dict()`, or None
+        adapter_configs: dict from adapter name to `AdapterConfig.to_dict()`, or None
             for none. Each adapter goes in every layer not in its `leave_out`.
         active_adapter: str or None, the adapter that runs. Defaults to None:
             the pretrained backbone exactly.
@@ -127,15 +152,25 @@ class AdapterBackbone:
 
     Raises:
         ValueError: on a bad adapter name, an active adapter not in
-            `adapters`, or a bad `drop_first_n`.
+            `adapter_configs`, or a bad `drop_first_n`.
+
+    Example:
+
+    ```python
+    backbone, tokenizer = keras_adapters.from_pretrained()  # all-MiniLM-L6-v2
+    backbone = keras_adapters.add_adapters(backbone, name="mrpc")  # an AdapterBertBackbone
+    backbone.add_adapter("sst2", keras_adapters.AdapterConfig(reduction_factor=16))
+    backbone.set_active_adapters("sst2")
+    backbone.set_drop_first_n(2)  # AdapterDrop: no adapters in the lowest 2 layers
+    ```
     """
 
     architecture: Architecture  # Set by each architecture's subclass.
 
-    def __init__(self, *args, hidden_activation=None, adapters=None, active_adapter=None,
+    def __init__(self, *args, hidden_activation=None, adapter_configs=None, active_adapter=None,
                  drop_first_n=0, robust_adapter_drop=False, seed=None, **kwargs):
         adapters = {name: AdapterConfig.from_dict(c).to_dict()
-                    for name, c in (adapters or {}).items()}
+                    for name, c in (adapter_configs or {}).items()}
         for name in adapters:
             check_adapter_name(name)
         if active_adapter is not None and active_adapter not in adapters:
@@ -147,8 +182,8 @@ class AdapterBackbone:
             index = encoder.built
             encoder.built += 1
             return AdapterTransformerEncoder(
-                adapters={name: config for name, config in adapters.items()
-                          if index not in config["leave_out"]},
+                adapter_configs={name: config for name, config in adapters.items()
+                                 if index not in config["leave_out"]},
                 active_adapter=active_adapter,
                 **{**encoder_kwargs, "activation": activation},
             )
@@ -218,20 +253,8 @@ class AdapterBackbone:
         return self._embeddings_model()(inputs, training=training)
 
     def features(self, outputs):
-        """The backbone's outputs as a dict of `sequence_output` and `pooled_output`.
-
-        Args:
-            outputs: what the backbone returned: the float
-                `(batch, seq, hidden_dim)` states, or a dict holding them.
-
-        Returns:
-            dict: `sequence_output` `(batch, seq, hidden_dim)` and
-            `pooled_output` `(batch, hidden_dim)`: the pooler's output where
-            the architecture has a pooler, else the first token's state.
-        """
-        if isinstance(outputs, dict):
-            return outputs
-        return {"sequence_output": outputs, "pooled_output": outputs[:, 0, :]}
+        """`features(outputs)`: this backbone's outputs as a dict (see there)."""
+        return features(outputs)
 
     def pool(self, sequence_output):
         """`features` of the last transformer layer's output, as the backbone computes them."""
@@ -320,14 +343,17 @@ class AdapterBackbone:
         for layer in self.transformer_layers:
             layer.active_adapter = name
 
-    def task_adapters(self, name=None):
-        """`{layer index: TaskAdapters}` of adapter `name` (default: the active one)."""
+    def layer_adapters(self, name=None):
+        """`{layer index: LayerAdapter}`: adapter `name`'s part in each layer it is in.
+
+        Defaults to the active adapter.
+        """
         name = self.active_adapter if name is None else name
         self._check_known(name)
         return {
-            index: layer.task_adapters[name]
+            index: layer.named_adapters[name]
             for index, layer in enumerate(self.transformer_layers)
-            if name in layer.task_adapters
+            if name in layer.named_adapters
         }
 
     @property
@@ -335,7 +361,7 @@ class AdapterBackbone:
         """The active adapter's `BottleneckAdapter`s, lowest layer first."""
         if self.active_adapter is None:
             return []
-        return [a for task in self.task_adapters().values() for a in task.adapters]
+        return [a for part in self.layer_adapters().values() for a in part.adapters]
 
     @property
     def drop_first_n(self):
@@ -365,8 +391,8 @@ class AdapterBackbone:
         """Every weight adapters add: all named adapters' and AdapterDrop's state."""
         weights = list(self.adapter_drop.weights)
         for layer in self.transformer_layers:
-            for task in layer.task_adapters.values():
-                weights += task.weights
+            for part in layer.named_adapters.values():
+                weights += part.weights
         return weights
 
     def get_config(self):
@@ -374,7 +400,7 @@ class AdapterBackbone:
         config.update(
             {
                 "hidden_activation": self.hidden_activation,
-                "adapters": self.adapter_configs,
+                "adapter_configs": self.adapter_configs,
                 "active_adapter": self.active_adapter,
                 "drop_first_n": self.drop_first_n,
                 "robust_adapter_drop": self.robust_adapter_drop,
@@ -505,7 +531,7 @@ def add_adapters(backbone, config=None, *, name=DEFAULT_ADAPTER, drop_first_n=0,
     settings = backbone.get_config()
     settings.update(
         hidden_activation=getattr(backbone, "hidden_activation", None),
-        adapters={name: config.to_dict()},
+        adapter_configs={name: config.to_dict()},
         active_adapter=name,
         drop_first_n=drop_first_n,
         robust_adapter_drop=robust_adapter_drop,
@@ -518,6 +544,6 @@ def add_adapters(backbone, config=None, *, name=DEFAULT_ADAPTER, drop_first_n=0,
     if unmatched:
         raise ValueError(f"Weights with no pretrained value: {sorted(unmatched)}.")
     for layer in adapted.transformer_layers:  # Layer-norm copies start pretrained.
-        if name in layer.task_adapters:
+        if name in layer.named_adapters:
             layer.reset_layer_norms(name)
     return adapted

@@ -30,7 +30,7 @@ SLOTS = ("attention", "feedforward")
 
 
 @keras.saving.register_keras_serializable(package="keras_adapters")
-class TaskAdapters(keras.layers.Layer):
+class LayerAdapter(keras.layers.Layer):
     """One named adapter's weights in one transformer layer.
 
     Args:
@@ -45,6 +45,14 @@ class TaskAdapters(keras.layers.Layer):
         attention_layer_norm, feedforward_layer_norm: this adapter's copies of
             the layer's layer norms when `train_layer_norms`, else None (the
             pretrained ones are used).
+
+    Example:
+
+    ```python
+    part = keras_adapters.LayerAdapter(keras_adapters.AdapterConfig(adapter_size=8).to_dict())
+    part.build((None, None, 384))
+    part.attention_adapter(np.ones((2, 5, 384), "float32"))  # (2, 5, 384)
+    ```
     """
 
     def __init__(self, adapter_config, layer_norm_epsilon=1e-12, **kwargs):
@@ -106,7 +114,7 @@ class _Routed(keras.layers.Layer):
     """A pretrained sub-layer that the running adapter may extend or replace.
 
     `AdapterTransformerEncoder.call` sets `route` to `(task_layer, gate)` for
-    one call; it is stored past Keras' tracking, since the task layer belongs
+    one call; it is stored past Keras' tracking, since the `LayerAdapter` belongs
     to the encoder.
     """
 
@@ -138,7 +146,7 @@ class _AdaptedLayerNorm(_Routed):
 
 
 _ROUTED = {
-    # TransformerEncoder sub-layer slot: (its wrapper, the TaskAdapters part it runs)
+    # TransformerEncoder sub-layer slot: (its wrapper, the LayerAdapter part it runs)
     "attention_dropout": (_AdaptedDropout, "attention_adapter"),
     "attention_layer_norm": (_AdaptedLayerNorm, "attention_layer_norm"),
     "feedforward_dropout": (_AdaptedDropout, "feedforward_adapter"),
@@ -151,7 +159,7 @@ class AdapterTransformerEncoder(TransformerEncoder):
     """keras-hub's `TransformerEncoder` with named bottleneck adapters.
 
     Args:
-        adapters: dict from adapter name to `AdapterConfig.to_dict()`, or
+        adapter_configs: dict from adapter name to `AdapterConfig.to_dict()`, or
             None for none. More can be added with `add_adapter`.
         active_adapter: str or None, the adapter `call` runs by default.
         **kwargs: `TransformerEncoder` arguments.
@@ -177,15 +185,15 @@ class AdapterTransformerEncoder(TransformerEncoder):
 
     ```python
     encoder = keras_adapters.AdapterTransformerEncoder(
-        adapters={"sst2": keras_adapters.AdapterConfig(adapter_size=8).to_dict()},
+        adapter_configs={"sst2": keras_adapters.AdapterConfig(adapter_size=8).to_dict()},
         active_adapter="sst2", num_heads=2, intermediate_dim=32)
     outputs = encoder(np.ones((2, 5, 16), "float32"))  # (2, 5, 16)
     ```
     """
 
-    def __init__(self, adapters=None, active_adapter=None, **kwargs):
+    def __init__(self, adapter_configs=None, active_adapter=None, **kwargs):
         super().__init__(**kwargs)
-        self.adapter_configs = dict(adapters or {})
+        self.adapter_configs = dict(adapter_configs or {})
         self.active_adapter = active_adapter
         # Set by the backbone for each call; see the class docstring.
         self.stop_input_gradient = False
@@ -198,30 +206,30 @@ class AdapterTransformerEncoder(TransformerEncoder):
             pretrained = encoder_sublayer(self, slot)
             replace_encoder_sublayer(self, slot, wrapper(
                 pretrained, dtype=self.dtype_policy, name=f"{pretrained.name}_routed"))
-        self.task_adapters = {}
+        self.named_adapters = {}
         for name, config in self.adapter_configs.items():
-            self.task_adapters[name] = self._make_task_adapters(name, config)
+            self.named_adapters[name] = self._make_layer_adapter(name, config)
 
-    def _make_task_adapters(self, name, config):
-        task = TaskAdapters(
+    def _make_layer_adapter(self, name, config):
+        layer_adapter = LayerAdapter(
             config,
             layer_norm_epsilon=self.layer_norm_epsilon,
             dtype=self.dtype_policy,
             name=f"adapter_{name}",
         )
-        task.build(self._inputs_shape)
-        self._copy_pretrained_layer_norms(task)
-        return task
+        layer_adapter.build(self._inputs_shape)
+        self._copy_pretrained_layer_norms(layer_adapter)
+        return layer_adapter
 
-    def _copy_pretrained_layer_norms(self, task):
+    def _copy_pretrained_layer_norms(self, layer_adapter):
         for slot, (wrapper, part) in _ROUTED.items():
-            copy = getattr(task, part)
+            copy = getattr(layer_adapter, part)
             if wrapper is _AdaptedLayerNorm and copy is not None:
                 copy.set_weights(encoder_sublayer(self, slot).pretrained.get_weights())
 
     def reset_layer_norms(self, name):
         """Set adapter `name`'s layer-norm copies to the pretrained layer norms."""
-        self._copy_pretrained_layer_norms(self.task_adapters[name])
+        self._copy_pretrained_layer_norms(self.named_adapters[name])
 
     def add_adapter(self, name, config):
         """Add adapter `name` (an `AdapterConfig.to_dict()`); its layer norms copy the pretrained ones."""
@@ -229,23 +237,23 @@ class AdapterTransformerEncoder(TransformerEncoder):
         if self.built:
             # The scope build() runs in, so weight paths match a rebuild's.
             with tracking_unlocked(self), keras.name_scope(self.name, caller=self):
-                self.task_adapters[name] = self._make_task_adapters(name, config)
+                self.named_adapters[name] = self._make_layer_adapter(name, config)
 
     def remove_adapter(self, name):
         """Delete adapter `name` and its weights from this layer."""
         del self.adapter_configs[name]
         if self.built:
             with tracking_unlocked(self):
-                self.task_adapters.pop(name)  # pop, unlike del, untracks it.
+                self.named_adapters.pop(name)  # pop, unlike del, untracks it.
         if self.active_adapter == name:
             self.active_adapter = None
 
     def call(self, inputs, *args, adapter=ACTIVE, **kwargs):
         name = self.active_adapter if adapter == ACTIVE else adapter
-        task = self.task_adapters.get(name) if self.built and name is not None else None
+        layer_adapter = self.named_adapters.get(name) if self.built and name is not None else None
         wrappers = [encoder_sublayer(self, slot) for slot in _ROUTED]
         for wrapper, (_, part_name) in zip(wrappers, _ROUTED.values()):
-            part = None if task is None else getattr(task, part_name)
+            part = None if layer_adapter is None else getattr(layer_adapter, part_name)
             object.__setattr__(wrapper, "route", (part, self.adapter_gate))
         if self.stop_input_gradient:
             inputs = ops.stop_gradient(inputs)
@@ -257,6 +265,6 @@ class AdapterTransformerEncoder(TransformerEncoder):
 
     def get_config(self):
         config = super().get_config()
-        config["adapters"] = dict(self.adapter_configs)
+        config["adapter_configs"] = dict(self.adapter_configs)
         config["active_adapter"] = self.active_adapter
         return config

@@ -7,56 +7,11 @@ The Keras counterpart of AdapterHub's `BertAdapterModel` (`add_adapter`,
 
 import keras
 
+from keras_adapters.layers.heads import ClassificationHead
 from keras_adapters.models.adapter_backbone import AdapterBackbone
 from keras_adapters.models.freezing import count_parameters, freeze_for_adapter_tuning
 from keras_adapters.saving import adapter_files as adapter_weights
 from keras_adapters.utils.keras_internals import tracking_unlocked
-
-
-@keras.saving.register_keras_serializable(package="keras_adapters")
-class ClassificationHead(keras.layers.Layer):
-    """Dropout, then a dense layer on the pooled output: keras-hub's BERT classifier head.
-
-    Args:
-        num_classes: int, output width (1 for a regression task such as stsb).
-        dropout: float in [0, 1), on the pooled output. Defaults to 0.1.
-        **kwargs: `keras.layers.Layer` arguments.
-
-    Call arguments:
-        outputs: the backbone's output dict; reads `pooled_output`, float
-            `(batch, hidden_dim)`.
-        training: bool.
-
-    Returns:
-        float logits `(batch, num_classes)`.
-    """
-
-    def __init__(self, num_classes, dropout=0.1, **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes = num_classes
-        self.dropout = dropout
-        self.output_dropout = keras.layers.Dropout(dropout, name="output_dropout")
-        self.output_dense = keras.layers.Dense(
-            num_classes,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-            name="output_dense",
-        )
-
-    def build(self, outputs_shape):
-        self.output_dense.build(outputs_shape["pooled_output"])
-        self.built = True
-
-    def call(self, outputs, training=None):
-        pooled = self.output_dropout(outputs["pooled_output"], training=training)
-        return self.output_dense(pooled)
-
-    def compute_output_shape(self, outputs_shape):
-        return (*outputs_shape["pooled_output"][:-1], self.num_classes)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"num_classes": self.num_classes, "dropout": self.dropout})
-        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_adapters")
@@ -84,6 +39,15 @@ class AdapterModel(keras.Model):
     Raises:
         ValueError: when called with no active task, or the active adapter
             has no head.
+
+    Example:
+
+    ```python
+    backbone, tokenizer = keras_adapters.from_pretrained()
+    model = keras_adapters.AdapterModel(keras_adapters.add_adapters(backbone, name="mrpc"))
+    model.add_classification_head("mrpc", num_classes=2)
+    model.train_adapter("mrpc")  # then compile and fit
+    ```
     """
 
     def __init__(self, backbone, heads=None, **kwargs):

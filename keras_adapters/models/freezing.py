@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 
 from keras_adapters.models.adapter_backbone import AdapterBackbone
-from keras_adapters.models.adapter_encoder import TaskAdapters
+from keras_adapters.models.adapter_encoder import LayerAdapter
 from keras_adapters.utils.keras_internals import child_layers
 
 
@@ -17,6 +17,13 @@ class ParameterCounts:
         trainable: parameters that train (adapters, layer norms, head).
         total: every parameter of the model, adapters and head included.
         pretrained: parameters of the backbone without its adapters.
+
+    Example:
+
+    ```python
+    counts = keras_adapters.freeze_for_adapter_tuning(model)
+    print(counts)  # "trainable 605,186 of ... parameters (2.66% of the ..."
+    ```
     """
 
     trainable: int
@@ -53,13 +60,13 @@ def find_adapter_backbone(model):
 
 
 def _set_trainable(layer, trained):
-    """Freeze every leaf under `layer` but the `TaskAdapters` in `trained`.
+    """Freeze every leaf under `layer` but the `LayerAdapter` in `trained`.
 
     Setting `trainable = False` on a container and re-enabling children leaves
     no trainable weight in Keras 3, so the decision is made leaf by leaf (a
-    `TaskAdapters` counts as a leaf: all of it trains, or none).
+    `LayerAdapter` counts as a leaf: all of it trains, or none).
     """
-    if isinstance(layer, TaskAdapters):
+    if isinstance(layer, LayerAdapter):
         layer.trainable = id(layer) in trained
         return
     children = child_layers(layer)
@@ -119,7 +126,7 @@ def freeze_for_adapter_tuning(model, adapter=None):
     if name is None:
         raise ValueError("No adapter to train: the backbone has no active adapter.")
     first = 0 if backbone.robust_adapter_drop else backbone.drop_first_n
-    trained = {id(task) for index, task in backbone.task_adapters(name).items() if index >= first}
+    trained = {id(part) for index, part in backbone.layer_adapters(name).items() if index >= first}
     model.trainable = True
     for layer in child_layers(backbone):
         _set_trainable(layer, trained)

@@ -38,6 +38,13 @@ class ParallelAdapterModel(keras.Model):
     Raises:
         ValueError: on an empty or repeated task list, a task without an
             adapter or a head, or a bad `drop_first_n`.
+
+    Example:
+
+    ```python
+    both = keras_adapters.ParallelAdapterModel(model, ["mrpc", "sst2"], drop_first_n=5)
+    logits = both(features)  # {"mrpc": (batch, 2), "sst2": (batch, 2)}
+    ```
     """
 
     def __init__(self, adapter_model, tasks, drop_first_n, **kwargs):

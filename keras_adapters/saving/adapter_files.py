@@ -125,9 +125,9 @@ def _relative(weight, owner):
 def _adapter_tensors(model, name):
     backbone = find_adapter_backbone(model)
     tensors = {}
-    for index, task in backbone.task_adapters(name).items():
-        for weight in task.weights:
-            tensors[f"layer_{index}/{_relative(weight, task)}"] = weight
+    for index, part in backbone.layer_adapters(name).items():
+        for weight in part.weights:
+            tensors[f"layer_{index}/{_relative(weight, part)}"] = weight
     head = getattr(model, "heads", {}).get(name)
     if head is not None:
         for weight in head.weights:

@@ -7,6 +7,7 @@ weights), the evaluation, `KeepBest`, `EpochWeights`, then `resume.Backup`.
 import json
 import math
 import os
+import sys
 
 import keras
 from absl import logging
@@ -111,3 +112,39 @@ class KeepBest(keras.callbacks.Callback):
                 "logs": {k: float(v) for k, v in logs.items()}})
         logging.info("Epoch %d: best %s so far (%.4f); kept in %s.", epoch + 1, self.monitor,
                      value, self.directory)
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """Keras' progress bar, with the run's own epoch count ("Epoch 3/4").
+
+    The scripts train one `fit` call per epoch (to resume mid-epoch), so
+    Keras' own logger would count each call as the last epoch. On a terminal
+    the bar shows steps, loss and time left; otherwise one line per epoch.
+
+    Args:
+        epochs: int, the run's number of epochs.
+        steps_per_epoch: int.
+        interactive: bool or None; None: whether standard output is a terminal.
+    """
+
+    def __init__(self, epochs, steps_per_epoch, interactive=None):
+        super().__init__()
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.interactive = sys.stdout.isatty() if interactive is None else interactive
+        self.first_step = 0  # Steps of this epoch done before a resumed fit.
+        self.bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
+        self.bar = keras.utils.Progbar(self.steps_per_epoch, verbose=1 if self.interactive else 2,
+                                       unit_name="step")
+        if self.first_step:
+            self.bar.update(self.first_step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.bar.update(self.first_step + batch + 1, list((logs or {}).items()))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.bar.update(self.steps_per_epoch, list((logs or {}).items()), finalize=True)
+        self.first_step = 0

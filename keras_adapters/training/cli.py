@@ -1,5 +1,6 @@
 """Flags and model building shared by `run_classifier.py` and `run_squad.py`."""
 
+import json
 import math
 import os
 
@@ -13,7 +14,7 @@ from keras_adapters.models.freezing import freeze_for_adapter_tuning
 from keras_adapters.saving.adapter_files import backbone_identity
 from keras_adapters.saving.checkpoints import DEFAULT_CHECKPOINT, from_pretrained
 from keras_adapters.training import distribute
-from keras_adapters.training.callbacks import EpochWeights, StopOnNaN
+from keras_adapters.training.callbacks import BEST_RESULTS, BEST_WEIGHTS, EpochWeights, StopOnNaN
 from keras_adapters.training.optimization import create_optimizer
 from keras_adapters.training.resume import Backup, TrainingState, fit_resumable
 
@@ -30,8 +31,9 @@ def define_flags():
     """Define the flags every training script shares."""
     flags.DEFINE_string(
         "init_from", DEFAULT_CHECKPOINT,
-        "Pretrained BERT: a keras-hub preset name or folder, a Hugging Face "
-        "BERT folder, or the bundled default.",
+        "Pretrained encoder (BERT, RoBERTa, XLM-RoBERTa, DistilBERT or ELECTRA): a "
+        "Hugging Face folder, a keras-hub preset folder, a keras-hub preset name such as "
+        "roberta_base_en (downloads), or the bundled default.",
     )
     flags.DEFINE_enum("tuning", "adapters", ["adapters", "full"],
                       "Train adapters (Houlsby et al.) or fine-tune everything.")
@@ -69,6 +71,9 @@ def define_flags():
                       "runs and resumes, at some speed cost.")
     flags.DEFINE_string("export_dir", None,
                         "SavedModel destination. Default: <model_dir>/saved_model.")
+    flags.DEFINE_enum("export_from", "best", ["best", "last"],
+                      "Weights the SavedModel and adapter_weights.safetensors hold: the epoch "
+                      "with the best dev score (kept in <model_dir>/best), or the last epoch.")
     flags.mark_flag_as_required("model_dir")
 
 
@@ -195,3 +200,22 @@ def prepare_for_training(model, num_examples, static_shapes):
 def output_path(*parts):
     """A path under `--model_dir`."""
     return os.path.join(FLAGS.model_dir, *parts)
+
+
+def load_weights_to_export(model):
+    """Give `model` the weights `--export_from` names; returns what it holds.
+
+    With `best`, the kept best epoch's weights (`<model_dir>/best`) are
+    loaded, so the SavedModel serves the epoch whose dev score is reported.
+
+    Returns:
+        dict: `{"from": "best" or "last", "epoch": int or None}`.
+    """
+    path = output_path("best", BEST_WEIGHTS)
+    if FLAGS.export_from == "best" and os.path.exists(path):
+        model.load_weights(path)
+        with open(output_path("best", BEST_RESULTS), encoding="utf-8") as f:
+            return {"from": "best", "epoch": json.load(f)["epoch"]}
+    if FLAGS.export_from == "best":
+        logging.warning("--export_from=best: %s does not exist; exporting the last epoch.", path)
+    return {"from": "last", "epoch": None}

@@ -19,6 +19,13 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     Raises:
         ValueError: on values outside those ranges.
+
+    Example:
+
+    ```python
+    schedule = keras_adapters.WarmupLinearDecay(1e-3, warmup_steps=46, total_steps=460)
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule)
+    ```
     """
 
     def __init__(self, peak_learning_rate, total_steps, warmup_steps):

@@ -30,6 +30,7 @@ from absl import logging
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
+from keras_adapters.training.callbacks import EpochProgress
 from keras_adapters.utils.atomic import atomic_path
 
 STATE_FILE = "state.safetensors"
@@ -164,7 +165,7 @@ class Backup(keras.callbacks.Callback):
 
 
 def fit_resumable(model, epoch_dataset, *, epochs, steps_per_epoch, state, callbacks,
-                  verbose=2):
+                  verbose=1):
     """`model.fit` for `epochs` epochs, continuing from `state`'s last backup.
 
     Args:
@@ -175,15 +176,21 @@ def fit_resumable(model, epoch_dataset, *, epochs, steps_per_epoch, state, callb
         steps_per_epoch: int.
         state: the `TrainingState` the `Backup` among `callbacks` writes.
         callbacks: list of Keras callbacks, including a `Backup` of `state`.
-        verbose: `fit`'s verbosity.
+        verbose: 0 (silent) or 1: an `EpochProgress` bar, since Keras' own
+            logger would print "Epoch 3/3" for the third of four epochs.
 
     Returns:
         The optimizer step the run started from (0 for a fresh run).
     """
     start = state.restore()
     first_epoch, done = divmod(start, steps_per_epoch)
+    progress = EpochProgress(epochs, steps_per_epoch)
     for epoch in range(first_epoch, epochs):
         skip = done if epoch == first_epoch else 0
+        progress.first_step = skip
+        # The order is fixed per epoch already: Keras' shuffle would only warn.
         model.fit(epoch_dataset(epoch).skip(skip), initial_epoch=epoch, epochs=epoch + 1,
-                  steps_per_epoch=steps_per_epoch - skip, callbacks=callbacks, verbose=verbose)
+                  steps_per_epoch=steps_per_epoch - skip,
+                  callbacks=[progress, *callbacks] if verbose else callbacks,
+                  verbose=0, shuffle=False)
     return start

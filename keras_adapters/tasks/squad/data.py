@@ -17,6 +17,7 @@ import dataclasses
 import json
 import unicodedata
 
+import keras_hub
 import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
@@ -189,6 +190,10 @@ class OffsetTokenizer:
     """
 
     def __init__(self, tokenizer):
+        if not isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
+            raise ValueError(
+                f"SQuAD features need a WordPiece tokenizer (BERT, DistilBERT, ELECTRA); got "
+                f"{type(tokenizer).__name__}, whose character offsets are not built yet.")
         if not tokenizer.split or tokenizer.special_tokens_in_strings:
             raise ValueError("Only tokenizers with split=True and "
                              "special_tokens_in_strings=False are supported.")

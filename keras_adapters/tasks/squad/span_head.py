@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_adapters.models.adapter_backbone import features
+
 OUTPUTS = ("start_logits", "end_logits")
 
 
@@ -63,7 +65,8 @@ def build_span_model(backbone, name="span_model"):
     """A functional model from token features to start and end logits.
 
     Args:
-        backbone: a keras-hub `BertBackbone` (with or without adapters). For
+        backbone: a keras-hub encoder backbone (with or without adapters;
+            without segment inputs, `segment_ids` is read and ignored). For
             adapter tuning, call `freeze_for_adapter_tuning` on the result:
             the head trains with the adapters and layer norms.
         name: str, the model name.
@@ -77,7 +80,7 @@ def build_span_model(backbone, name="span_model"):
         key: keras.Input(shape=(None,), dtype="int32", name=key)
         for key in ("token_ids", "segment_ids", "padding_mask")
     }
-    sequence = backbone(inputs)["sequence_output"]
+    sequence = features(backbone({key: inputs[key] for key in backbone.input}))["sequence_output"]
     outputs = SpanHead(name="span_head")(sequence, inputs["padding_mask"])
     return keras.Model(inputs, outputs, name=name)
 

@@ -1,0 +1,56 @@
+"""A text classifier on any supported encoder backbone, for the training scripts."""
+
+import keras
+import keras_hub
+
+from keras_adapters.layers.heads import ClassificationHead
+from keras_adapters.models.adapter_backbone import features
+
+
+def keras_hub_text_classifier_class(backbone):
+    """keras-hub's `TextClassifier` subclass for `backbone`'s architecture, or None.
+
+    The most specific one: `XLMRobertaTextClassifier` for an XLM-RoBERTa
+    backbone, although `RobertaTextClassifier` would take it too.
+    """
+    candidates = [c for c in keras.saving.get_custom_objects().values()
+                  if isinstance(c, type) and issubclass(c, keras_hub.models.TextClassifier)
+                  and c.__module__.startswith("keras_hub.")]
+    for cls in type(backbone).__mro__:
+        for candidate in candidates:
+            if candidate.backbone_cls is cls:
+                return candidate
+    return None
+
+
+def text_classifier(backbone, num_classes):
+    """A classifier from token features to logits, without a preprocessor.
+
+    keras-hub's own text classifier for the backbone's architecture
+    (`BertTextClassifier`, `RobertaTextClassifier`, `XLMRobertaTextClassifier`,
+    `DistilBertTextClassifier`) with `preprocessor=None`; for an architecture
+    keras-hub has none for (ELECTRA), a functional model putting a
+    `ClassificationHead` named `logits` on the backbone's pooled output.
+
+    Args:
+        backbone: a keras-hub encoder backbone, with or without adapters.
+        num_classes: int (1 for regression).
+
+    Returns:
+        A `keras.Model` from the backbone's int32 inputs `(batch, seq)` to
+        float logits `(batch, num_classes)`.
+
+    Example:
+
+    ```python
+    backbone, tokenizer = keras_adapters.from_pretrained()
+    model = keras_adapters.text_classifier(keras_adapters.add_adapters(backbone), 2)
+    ```
+    """
+    cls = keras_hub_text_classifier_class(backbone)
+    if cls is not None:
+        return cls(backbone, num_classes=num_classes, preprocessor=None)
+    inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name)
+              for name in backbone.input}
+    head = ClassificationHead(num_classes, dtype=backbone.dtype_policy, name="logits")
+    return keras.Model(inputs, head(features(backbone(inputs))), name="text_classifier")
