@@ -40,6 +40,7 @@ from absl import app, flags
 
 from keras_adapters import AdapterBertBackbone, AdapterConfig, freeze_for_adapter_tuning
 from keras_adapters.utils.atomic import write_json
+from keras_adapters.utils.keras_internals import child_layers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", "bench/results/adapter_speed.json", "JSON destination.")
@@ -102,13 +103,13 @@ def freeze_all_but_layer_norms(backbone):
     trainable weight in Keras 3.
     """
     def freeze(layer):
-        children = layer._flatten_layers(include_self=False, recursive=False)
+        children = child_layers(layer)
         if not children:
             layer.trainable = isinstance(layer, keras.layers.LayerNormalization)
         for child in children:
             freeze(child)
 
-    for layer in backbone._flatten_layers(include_self=False, recursive=False):
+    for layer in child_layers(backbone):
         freeze(layer)
     backbone.embeddings_layer_norm.trainable = False
 

@@ -13,7 +13,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from keras_adapters.training.callbacks import EpochWeights, KeepBest, StopOnNaN
+from keras_adapters.training.callbacks import EpochProgress, EpochWeights, KeepBest, StopOnNaN
 from keras_adapters.training.resume import STATE_FILE, Backup, TrainingState, fit_resumable
 from tests.helpers import REPO_ROOT, write_hf_folder
 from tests.helpers import tiny_hf_tensors as tiny_tensors
@@ -218,3 +218,15 @@ def test_run_classifier_killed_twice_mid_epoch_ends_like_an_uninterrupted_run(tm
     assert results[0]["best"]["epoch"] == results[1]["best"]["epoch"]
     assert (resumed / "best" / "model.weights.h5").exists()
     assert (resumed / "checkpoints" / "epoch_02.weights.h5").exists()
+
+
+def test_epoch_progress_counts_the_runs_epochs_when_resumed_mid_epoch(capsys):
+    progress = EpochProgress(epochs=4, steps_per_epoch=3, interactive=False)
+    progress.first_step = 1  # Resumed after the first step of the third epoch.
+    progress.on_epoch_begin(2)
+    for batch in range(2):
+        progress.on_train_batch_end(batch, {"loss": 0.5})
+    progress.on_epoch_end(2, {"loss": 0.5})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Epoch 3/4" and len(lines) == 2  # One line per epoch off a terminal.
+    assert lines[1].startswith("3/3 - ") and "loss: 0.5000" in lines[1]

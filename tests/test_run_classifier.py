@@ -120,6 +120,8 @@ def test_export_from_best_serves_the_kept_epoch_and_progress_counts_epochs(glue_
     assert result.returncode == 0, result.stderr[-3000:]
     assert [line for line in result.stdout.splitlines() if line.startswith("Epoch ")] == \
         ["Epoch 1/2", "Epoch 2/2"]
+    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("2/2 - ")]
+    assert len(epoch_lines) == 2 and all("loss: " in line for line in epoch_lines)
     assert "shuffle=True" not in result.stderr
     results = json.loads((tmp_path / "eval_results.json").read_text())
     assert set(results) >= {"task", "dev", "best", "exported"} and "accuracy" in results["dev"]

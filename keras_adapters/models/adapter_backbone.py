@@ -13,6 +13,7 @@ Adapters are added, removed and activated by name, as in AdapterHub's
 """
 
 import dataclasses
+import itertools
 import re
 
 import keras
@@ -178,9 +179,10 @@ class AdapterBackbone:
         hidden_activation = hidden_activation or self.architecture.hidden_activation
         activation = get_hidden_activation(hidden_activation)
 
+        indices = itertools.count()  # The backbone builds layer 0 first.
+
         def encoder(**encoder_kwargs):
-            index = encoder.built
-            encoder.built += 1
+            index = next(indices)
             return AdapterTransformerEncoder(
                 adapter_configs={name: config for name, config in adapters.items()
                                  if index not in config["leave_out"]},
@@ -188,7 +190,6 @@ class AdapterBackbone:
                 **{**encoder_kwargs, "activation": activation},
             )
 
-        encoder.built = 0
         with transformer_encoders_from(self.architecture.backbone_cls, encoder):
             super().__init__(*args, **kwargs)
         with tracking_unlocked(self):

@@ -28,10 +28,11 @@ from keras_adapters.saving.converters.base import read_json
 DEFAULT_CHECKPOINT = "all-MiniLM-L6-v2"
 
 def from_pretrained(source=DEFAULT_CHECKPOINT, *, load_weights=True, dtype=None):
-    """A BERT backbone and its tokenizer from a checkpoint.
+    """An encoder backbone and its tokenizer from a checkpoint.
 
     Args:
-        source: `DEFAULT_CHECKPOINT`, a Hugging Face BERT folder, a keras-hub
+        source: `DEFAULT_CHECKPOINT`, a Hugging Face folder (BERT, RoBERTa,
+            XLM-RoBERTa, DistilBERT, ELECTRA), a keras-hub
             preset folder, or a keras-hub preset name or URI (`"kaggle://..."`,
             which needs a network).
         load_weights: bool. False builds the architecture with random weights.
@@ -39,8 +40,9 @@ def from_pretrained(source=DEFAULT_CHECKPOINT, *, load_weights=True, dtype=None)
 
     Returns:
         `(backbone, tokenizer)`: a keras-hub backbone (for Hugging Face
-        folders an `AdapterBertBackbone` without adapters and with the
-        checkpoint's `hidden_act`) and its keras-hub tokenizer.
+        folders the architecture's `AdapterBackbone` subclass, such as
+        `AdapterRobertaBackbone`, without adapters and with the checkpoint's
+        activation) and its keras-hub tokenizer.
 
     Raises:
         FileNotFoundError: `source` is neither an existing folder nor a known

@@ -143,7 +143,8 @@ class EpochProgress(keras.callbacks.Callback):
             self.bar.update(self.first_step)
 
     def on_train_batch_end(self, batch, logs=None):
-        self.bar.update(self.first_step + batch + 1, list((logs or {}).items()))
+        # Not finalized here: `on_epoch_end` prints the epoch's line once.
+        self.bar.update(self.first_step + batch + 1, list((logs or {}).items()), finalize=False)
 
     def on_epoch_end(self, epoch, logs=None):
         self.bar.update(self.steps_per_epoch, list((logs or {}).items()), finalize=True)

@@ -8,17 +8,10 @@ from keras_adapters.saving.converters.base import Converter, register
 
 
 def sizes(config):
-    return dict(
-        vocab_size=config["vocab_size"],
-        num_layers=config["num_hidden_layers"],
-        num_heads=config["num_attention_heads"],
-        hidden_dim=config["hidden_size"],
-        embedding_dim=config["embedding_size"],
-        intermediate_dim=config["intermediate_size"],
-        dropout=config.get("hidden_dropout_prob", 0.1),
-        max_sequence_length=config.get("max_position_embeddings", 512),
-        num_segments=config.get("type_vocab_size", 2),
-    )
+    """BERT's, with keras-hub ELECTRA's `vocab_size` and the embedding size."""
+    sizes = bert.sizes(config)
+    return {**sizes, "vocab_size": sizes.pop("vocabulary_size"),
+            "embedding_dim": config["embedding_size"]}
 
 
 CONVERTER = register(Converter(

@@ -30,15 +30,11 @@ def position_offset(config):
 
 
 def sizes(config):
-    return dict(
-        vocabulary_size=config["vocab_size"],
-        num_layers=config["num_hidden_layers"],
-        num_heads=config["num_attention_heads"],
-        hidden_dim=config["hidden_size"],
-        intermediate_dim=config["intermediate_size"],
-        dropout=config.get("hidden_dropout_prob", 0.1),
-        max_sequence_length=config["max_position_embeddings"] - position_offset(config),
-    )
+    """BERT's, without token types and with positions from the offset on."""
+    sizes = bert.sizes(config)
+    del sizes["num_segments"]
+    return {**sizes,
+            "max_sequence_length": config["max_position_embeddings"] - position_offset(config)}
 
 
 def dims(config):
