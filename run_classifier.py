@@ -106,7 +106,8 @@ def build_classifier(task, steps_hint):
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         train_metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    model.compile(optimizer=optimizer, loss=loss, metrics=train_metrics)
+    model.compile(optimizer=optimizer, loss=loss, metrics=train_metrics,
+                  jit_compile=FLAGS.jit_compile)
     return model, backbone, tokenizer, steps_per_epoch
 
 

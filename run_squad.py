@@ -146,7 +146,8 @@ def train(model, backbone, tokenizer, strategy, evaluation, best):
     _, features = read_features(FLAGS.train_file, True, FLAGS.max_train_examples, tokenizer)
     with strategy.scope():
         optimizer, steps_per_epoch = cli.prepare_for_training(model, len(features), static_shapes)
-        model.compile(optimizer=optimizer, loss=span_loss(), loss_weights=SPAN_LOSS_WEIGHTS)
+        model.compile(optimizer=optimizer, loss=span_loss(), loss_weights=SPAN_LOSS_WEIGHTS,
+                      jit_compile=FLAGS.jit_compile)
     start = time.time()
     cli.fit(model, lambda epoch: training_dataset(features, static_shapes, epoch),
             steps_per_epoch, backbone,

@@ -1,4 +1,5 @@
-"""The training scripts take every architecture through --init_from (real data, tiny models).
+"""The training scripts take every architecture through --init_from (real data, tiny models),
+with every step compiled by XLA (--jit_compile), as on a TPU.
 
 RoBERTa (byte-level BPE, no segment ids, keras-hub's RobertaTextClassifier)
 and ELECTRA (WordPiece, no keras-hub classifier: ClassificationHead) on MRPC;
@@ -45,7 +46,7 @@ def test_run_classifier_trains_scores_and_exports(name, tmp_path, glue_dir):
     preset = _preset(ARCH[name], tmp_path / "preset")
     _run("run_classifier.py", "--task=mrpc", f"--data_dir={glue_dir}", f"--init_from={preset}",
          f"--model_dir={tmp_path / 'run'}", "--max_train_examples=32",
-         "--max_eval_examples=16", *TINY_RUN)
+         "--max_eval_examples=16", "--jit_compile", *TINY_RUN)
     results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert 0 <= results["dev"]["accuracy"] <= 1
     (served,) = serve_in_fresh_process((tmp_path / "run" / "saved_model", "serving_default",
@@ -59,7 +60,8 @@ def test_run_squad_with_distil_bert(tmp_path):
     preset = _preset(ARCH["distil_bert"], tmp_path / "preset")
     _run("run_squad.py", f"--train_file={SQUAD_TRAIN}", f"--predict_file={SQUAD_DEV}",
          f"--init_from={preset}", f"--model_dir={tmp_path / 'run'}", "--max_train_examples=16",
-         "--max_predict_examples=8", "--doc_stride=8", "--max_query_length=8", *TINY_RUN)
+         "--max_predict_examples=8", "--doc_stride=8", "--max_query_length=8", "--jit_compile",
+         *TINY_RUN)
     predictions = json.loads((tmp_path / "run" / "predictions.json").read_text())
     assert len(predictions) == 8
 
