@@ -1,5 +1,5 @@
 """The training scripts take every architecture through --init_from (real data, tiny models),
-with every step compiled by XLA (--jit_compile), as on a TPU.
+with every step compiled by XLA (--jit_compile), as on a TPU, and once in mixed_bfloat16.
 
 RoBERTa (byte-level BPE, no segment ids, keras-hub's RobertaTextClassifier)
 and ELECTRA (WordPiece, no keras-hub classifier: ClassificationHead) on MRPC;
@@ -22,6 +22,7 @@ from tests.helpers import (
     TEXTS_A,
     TEXTS_B,
     require_squad,
+    saved_model_cli_show,
     serve_in_fresh_process,
 )
 
@@ -41,17 +42,20 @@ def _run(script, *flags):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-@pytest.mark.parametrize("name", ["roberta", "electra"])
-def test_run_classifier_trains_scores_and_exports(name, tmp_path, glue_dir):
+@pytest.mark.parametrize("name, dtype_policy", [("roberta", "float32"),
+                                               ("electra", "mixed_bfloat16")])
+def test_run_classifier_trains_scores_and_exports(name, dtype_policy, tmp_path, glue_dir):
     preset = _preset(ARCH[name], tmp_path / "preset")
     _run("run_classifier.py", "--task=mrpc", f"--data_dir={glue_dir}", f"--init_from={preset}",
          f"--model_dir={tmp_path / 'run'}", "--max_train_examples=32",
-         "--max_eval_examples=16", "--jit_compile", *TINY_RUN)
+         "--max_eval_examples=16", "--jit_compile", f"--dtype_policy={dtype_policy}", *TINY_RUN)
     results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert 0 <= results["dev"]["accuracy"] <= 1
     (served,) = serve_in_fresh_process((tmp_path / "run" / "saved_model", "serving_default",
                                         {"sentence1": TEXTS_A, "sentence2": TEXTS_B}))
     assert served["probabilities"].shape == (3, 2)
+    signatures = saved_model_cli_show(tmp_path / "run" / "saved_model")
+    assert "DT_FLOAT" in signatures and "DT_BFLOAT16" not in signatures  # float32 outputs.
     np.testing.assert_allclose(served["probabilities"].sum(1), 1.0, rtol=1e-5)
 
 

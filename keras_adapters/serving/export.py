@@ -41,6 +41,7 @@ def checked_texts(names, texts):
 
 
 def _outputs(logits, is_regression):
+    logits = tf.cast(logits, tf.float32)  # float32 outputs under mixed_bfloat16 too.
     if is_regression:
         return {"scores": tf.squeeze(logits, axis=-1)}
     return {"probabilities": tf.nn.softmax(logits, axis=-1)}

@@ -173,7 +173,8 @@ def answer_questions(model, tokenizer, questions, contexts, *, max_seq_length=38
         question_ids, context_ids,
         tf.stack([context_starts.flat_values, context_ends.flat_values], axis=-1),
         windows, tokenizer.special_ids)
-    logits = model(inputs, training=False)
+    logits = {name: tf.cast(value, tf.float32)  # float32 under mixed_bfloat16 too.
+              for name, value in model(inputs, training=False).items()}
     scores, start, end = _best_spans(logits["start_logits"], logits["end_logits"], offsets,
                                      is_max, n_best_size, max_answer_length)
     by_example = tf.RaggedTensor.from_value_rowids(scores, windows[0], tf.size(questions,

@@ -22,7 +22,7 @@ FLAGS = flags.FLAGS
 DEFAULT_LEARNING_RATES = {"adapters": 1e-3, "full": 5e-5}
 CHECKPOINT_PATTERN = "epoch_{epoch:02d}.weights.h5"  # under <model_dir>/checkpoints
 # Flags a resumed run must share with the run that wrote the backup.
-RESUME_FLAGS = ("init_from", "tuning", "adapter_size", "reduction_factor", "adapter_placement",
+RESUME_FLAGS = ("init_from", "dtype_policy", "tuning", "adapter_size", "reduction_factor", "adapter_placement",
                 "drop_first_n", "robust_adapter_drop", "learning_rate", "num_epochs",
                 "batch_size", "max_seq_length", "warmup_proportion", "weight_decay", "seed")
 
@@ -66,6 +66,9 @@ def define_flags():
                         "on it resumes training from its last backup.")
     flags.DEFINE_integer("save_every_steps", 100,
                          "Training steps between backups (also saved after every epoch).")
+    flags.DEFINE_enum("dtype_policy", "float32", ["float32", "mixed_bfloat16"],
+                      "Keras dtype policy: mixed_bfloat16 computes in bfloat16 with float32 "
+                      "weights, as TPUs usually train (layer norms compute in float32).")
     flags.DEFINE_bool("jit_compile", False,
                       "Compile every training and prediction step with XLA, as a TPU always does "
                       "(tested on XLA:CPU: the same losses and weights as without, to 1e-4).")
@@ -113,9 +116,10 @@ def strategy_from_flags():
 
 
 def start_run():
-    """Create `--model_dir`, seed everything, and return the strategy."""
+    """Create `--model_dir`, seed everything, set `--dtype_policy`; returns the strategy."""
     os.makedirs(FLAGS.model_dir, exist_ok=True)
     keras.utils.set_random_seed(FLAGS.seed)
+    keras.config.set_dtype_policy(FLAGS.dtype_policy)
     if FLAGS.deterministic_ops:
         tf.config.experimental.enable_op_determinism()
     strategy = strategy_from_flags()
