@@ -29,8 +29,9 @@ class AdapterModel(keras.Model):
         **kwargs: `keras.Model` arguments.
 
     Call arguments:
-        inputs: dict of int32 `token_ids`, `segment_ids`, `padding_mask`
-            `(batch, seq)`.
+        inputs: dict of the backbone's int32 inputs `(batch, seq)`:
+            `token_ids`, `padding_mask`, and `segment_ids` where the
+            architecture has them (BERT, ELECTRA).
         training: bool.
 
     Returns:
@@ -87,7 +88,8 @@ class AdapterModel(keras.Model):
 
     def add_classification_head(self, name, num_classes, dropout=0.1):
         """Register a `ClassificationHead` for task `name`; returns it."""
-        head = ClassificationHead(num_classes, dropout, name=f"head_{name}")
+        head = ClassificationHead(num_classes, dropout, dtype=self.backbone.dtype_policy,
+                                  name=f"head_{name}")
         self.add_head(name, head)
         return head
 

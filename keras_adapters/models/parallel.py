@@ -27,8 +27,9 @@ class ParallelAdapterModel(keras.Model):
         **kwargs: `keras.Model` arguments.
 
     Call arguments:
-        inputs: dict of int32 `token_ids`, `segment_ids`, `padding_mask`
-            `(batch, seq)`.
+        inputs: dict of the backbone's int32 inputs `(batch, seq)`:
+            `token_ids`, `padding_mask`, and `segment_ids` where the
+            architecture has them (BERT, ELECTRA).
         training: bool (dropout). Defaults to False.
 
     Returns:
