@@ -60,7 +60,8 @@ class GlueEvaluation(keras.callbacks.Callback):
     def evaluate(self):
         """Score every dev split now; returns and keeps `{split: {metric: value}}`."""
         for split, (dataset, labels) in self.dev_sets.items():
-            outputs = self.model.predict(dataset, verbose=0)
+            # Static-shape batches end with empty rows (pipeline.fill_batch).
+            outputs = self.model.predict(dataset, verbose=0)[: len(labels)]
             predictions = metrics.predictions_from_outputs(self.task, outputs)
             self.results[split] = metrics.compute_metrics(self.task.name, labels, predictions)
         return self.results

@@ -8,10 +8,13 @@ import tensorflow as tf
 
 from keras_adapters.data.pipeline import (
     batch_by_length,
+    batch_examples,
+    bucket_lengths,
     make_dataset,
     make_preprocessor,
     text_dataset,
     tokenize,
+    tokenize_examples,
     trim_to_longest,
 )
 
@@ -70,7 +73,8 @@ def test_dataset_batches_labels_and_static_shapes():
     assert all(x["token_ids"].shape[1] % 16 == 0 for x, _ in dynamic)
     static = list(make_dataset(pre, texts, pairs, labels, 4, training=True, seed=3,
                                static_shapes=True))
-    assert [x["token_ids"].shape for x, _ in static] == [(4, 40), (4, 40)]
+    assert [x["token_ids"].shape[0] for x, _ in static] == [4, 4]  # The partial batch dropped.
+    assert all(x["token_ids"].shape[1] in bucket_lengths(40) for x, _ in static)
     shuffled = np.concatenate([y for _, y in static])
     assert len(set(shuffled)) == 8 and list(shuffled) != list(range(8))
     unlabelled = make_dataset(pre, texts, None, None, 4)
@@ -172,3 +176,29 @@ def test_text_dataset_groups_by_length_trims_and_keeps_labels_aligned():
         text_dataset(preprocessor, texts, labels=labels[:5])
     with pytest.raises(ValueError, match="need labels"):
         text_dataset(preprocessor, texts, training=True)
+
+
+def test_static_shapes_use_few_lengths_full_batches_and_keep_every_example():
+    """The TPU data path: batches of `batch_size` rows cut to one of a few lengths."""
+    assert bucket_lengths(128) == (16, 32, 64, 128) and bucket_lengths(100) == (16, 32, 64, 100)
+    rng = np.random.default_rng(0)
+    words = "the a cat dog sat on mat big".split()
+    texts = [" ".join(rng.choice(words, n)) for n in rng.integers(1, 120, size=101)]
+    preprocessor = _preprocessor(length=128)
+    tokenized = tokenize_examples(preprocessor, texts, None, np.arange(101))
+    train = batch_examples(tokenized, 8, training=True, seed=0, epoch=0, static_shapes=True)
+    shapes = {tuple(x["token_ids"].shape) for x, _ in train}
+    assert {batch for batch, _ in shapes} == {8} and len(list(train)) == 101 // 8
+    assert {length for _, length in shapes} <= set(bucket_lengths(128))
+    predict = batch_examples(tokenized, 8, static_shapes=True)
+    batches = list(predict)
+    assert {tuple(x["token_ids"].shape)[0] for x, _ in batches} == {8}  # The last one filled.
+    ids = np.concatenate([y.numpy() for _, y in batches])
+    np.testing.assert_array_equal(ids[:101], np.arange(101))  # Real rows first, in order.
+    masks = [x["padding_mask"].numpy() for x, _ in batches]
+    assert masks[-1][101 % 8:].sum() == 0  # The filling rows are empty.
+    full = tokenize(preprocessor, tf.constant(texts))["token_ids"].numpy()
+    for (x, y), mask in zip(batches, masks):
+        real = y.numpy()[: int((mask.sum(1) > 0).sum())]
+        np.testing.assert_array_equal(x["token_ids"].numpy()[: len(real)],
+                                      full[real, : x["token_ids"].shape[1]])

@@ -11,6 +11,13 @@ import numpy as np
 import pytest
 
 from keras_adapters import AdapterConfig, add_adapters, freeze_for_adapter_tuning
+from keras_adapters.data.pipeline import (
+    batch_examples,
+    bucket_lengths,
+    make_preprocessor,
+    tokenize_examples,
+)
+from keras_adapters.tasks.glue.metrics import compute_metrics
 from keras_adapters.tasks.squad.span_head import (
     SPAN_LOSS_WEIGHTS,
     build_span_model,
@@ -82,3 +89,27 @@ def test_xla_training_step_matches_the_uncompiled_step(mode):
 
 def _step(model, x, y):
     return float(model.train_on_batch(x, y, return_dict=True)["loss"])
+
+
+def test_tpu_data_path_under_xla_uses_few_shapes_and_scores_like_the_dynamic_path():
+    """Static shapes (full batches cut to a few lengths) under XLA, as on a TPU."""
+    rng = np.random.default_rng(0)
+    words = "the a cat dog sat on mat big".split()
+    texts = [" ".join(rng.choice(words, n)) for n in rng.integers(1, 30, size=45)]
+    labels = rng.integers(0, 2, 45)
+    preprocessor = make_preprocessor(BERT.make_tokenizer(), 32)
+    tokenized = tokenize_examples(preprocessor, texts, None, labels)
+    model = _model("adapters", jit_compile=True)
+    train = batch_examples(tokenized, 8, training=True, seed=0, epoch=0, static_shapes=True)
+    shapes = {tuple(x["token_ids"].shape) for x, _ in train}  # One XLA program per shape.
+    assert len(shapes) <= len(bucket_lengths(32)) == 2 and {b for b, _ in shapes} == {8}
+    model.fit(train, epochs=1, verbose=0)
+
+    static = batch_examples(tokenized, 8, static_shapes=True)
+    assert {tuple(x["token_ids"].shape) for x, _ in static} <= {(8, 16), (8, 32)}
+    predicted = model.predict(static, verbose=0)
+    assert len(predicted) == 48  # 45 examples and 3 filling rows, dropped next.
+    dynamic = model.predict(batch_examples(tokenized, 8), verbose=0)
+    np.testing.assert_allclose(predicted[:45], dynamic, atol=1e-5)
+    assert compute_metrics("mrpc", labels, predicted[:45].argmax(1)) == \
+        compute_metrics("mrpc", labels, dynamic.argmax(1))

@@ -90,6 +90,54 @@ def trim_to_longest(features, multiple=PAD_MULTIPLE):
     return {name: value[:, :length] for name, value in features.items()}
 
 
+def bucket_lengths(max_seq_length, shortest=PAD_MULTIPLE):
+    """The lengths static-shape batches are cut to: 16, 32, 64... and `max_seq_length`.
+
+    A TPU compiles the step once per input shape; these few lengths bound
+    the compilations while short batches still run short.
+
+    Returns:
+        tuple of int, increasing, the last `max_seq_length`.
+    """
+    lengths = []
+    while shortest < max_seq_length:
+        lengths.append(shortest)
+        shortest *= 2
+    return (*lengths, max_seq_length)
+
+
+def cut_to_bucket(features, buckets):
+    """Cut a padded batch to the shortest of `buckets` that holds its longest example.
+
+    Args:
+        features: dict of `(batch, seq)` tensors with a `padding_mask`,
+            `seq` = `buckets[-1]`.
+        buckets: increasing ints (`bucket_lengths`).
+
+    Returns:
+        The dict with every tensor `(batch, length)`, `length` in `buckets`.
+    """
+    longest = tf.reduce_max(tf.reduce_sum(tf.cast(features["padding_mask"], tf.int32), 1))
+    boundaries = tf.constant(buckets, tf.int32)
+    length = tf.gather(boundaries, tf.searchsorted(boundaries, longest[None], side="left"))[0]
+    return {name: value[:, :length] for name, value in features.items()}
+
+
+def fill_batch(batch, batch_size):
+    """Pad a (last, partial) batch with empty rows up to `batch_size`.
+
+    The rows are all zeros: padding tokens under a zero `padding_mask`. Their
+    outputs are to be dropped (`batch_examples` with `static_shapes`).
+    """
+    missing = batch_size - tf.shape(tf.nest.flatten(batch)[0])[0]
+
+    def fill(value):
+        value = tf.pad(value, [[0, missing]] + [[0, 0]] * (len(value.shape) - 1))
+        return tf.ensure_shape(value, [batch_size, *value.shape[1:]])
+
+    return tf.nest.map_structure(fill, batch)
+
+
 def epoch_seed(seed, epoch):
     """The shuffle seed of training epoch `epoch`: an int (`seed` itself if `epoch` is None).
 
@@ -193,22 +241,35 @@ def batch_examples(
         seed: int or None, the shuffle seed.
         epoch: int or None. None reshuffles at every pass over the data; an
             int gives that epoch's fixed order (`epoch_seed`), for resuming.
-        static_shapes: bool. Keep every batch at `max_seq_length`, and drop
-            the last partial training batch (TPUs need it); otherwise trim
-            each batch with `trim_to_longest`.
+        static_shapes: bool. The shapes a TPU needs: every batch holds
+            `batch_size` rows (training drops the last partial batch; for
+            prediction it is filled with empty rows, whose outputs come after
+            the N real ones: keep the first N) and is cut to one of
+            `bucket_lengths(max_seq_length)`. Otherwise each batch is cut to
+            its longest example (`trim_to_longest`).
 
     Returns:
-        A dataset of batches, features as in `tokenize`, their length cut to
-        the batch's longest example unless `static_shapes`.
+        A dataset of batches, features as in `tokenize`, their length cut as
+        above.
     """
     if training:
         dataset = shuffle(dataset, int(dataset.cardinality()), seed, epoch)
-    dataset = dataset.batch(batch_size, drop_remainder=static_shapes and training)
-    if not static_shapes:
-        dataset = dataset.map(
-            lambda x, *y: (trim_to_longest(x), *y) if y else trim_to_longest(x)
-        )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    if static_shapes:
+        buckets = bucket_lengths(_features(dataset.element_spec)["padding_mask"].shape[-1])
+        dataset = dataset.batch(batch_size, drop_remainder=training)
+        if not training:
+            dataset = dataset.map(lambda *batch: fill_batch(
+                batch if len(batch) > 1 else batch[0], batch_size))
+        cut = lambda x: cut_to_bucket(x, buckets)  # noqa: E731
+    else:
+        dataset = dataset.batch(batch_size)
+        cut = trim_to_longest
+    return dataset.map(lambda x, *y: (cut(x), *y) if y else cut(x)).prefetch(tf.data.AUTOTUNE)
+
+
+def _features(element_spec):
+    """The features' part of a dataset element: `x` of `(x, y)`, or the element itself."""
+    return element_spec[0] if isinstance(element_spec, tuple) else element_spec
 
 
 def make_dataset(

@@ -22,7 +22,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from keras_adapters.data.pipeline import FEATURES, batch_by_length, shuffle, trim_to_longest
+from keras_adapters.data.pipeline import (
+    FEATURES,
+    batch_by_length,
+    bucket_lengths,
+    cut_to_bucket,
+    shuffle,
+    trim_to_longest,
+)
 from keras_adapters.utils import keras_internals
 
 _CHUNK = 1024  # Texts tokenized per TensorFlow call.
@@ -451,9 +458,10 @@ def features_to_dataset(features, batch_size, training=False, seed=None, static_
             batches of similar length (`pipeline.batch_by_length`); otherwise
             `x` only, in feature order.
         seed: int or None, the shuffle seed.
-        static_shapes: bool. Keep every batch at L, plainly shuffled with the
-            last partial training batch dropped (TPUs need it); otherwise cut
-            each batch with `pipeline.trim_to_longest`.
+        static_shapes: bool. Training batches plainly shuffled, the last
+            partial one dropped, each cut to one of `pipeline.bucket_lengths(L)`
+            (the few shapes a TPU compiles for); otherwise cut each batch with
+            `pipeline.trim_to_longest`.
         epoch: int or None. None reshuffles at every pass over the data; an
             int gives that training epoch's fixed order (`pipeline.epoch_seed`),
             for resuming mid-epoch.
@@ -475,7 +483,9 @@ def features_to_dataset(features, batch_size, training=False, seed=None, static_
     dataset = tf.data.Dataset.from_tensor_slices((x, y))
     if static_shapes:
         dataset = shuffle(dataset, len(features), seed, epoch)
-        dataset = dataset.batch(batch_size, drop_remainder=True)
+        buckets = bucket_lengths(x["padding_mask"].shape[1])
+        dataset = dataset.batch(batch_size, drop_remainder=True).map(
+            lambda x, y: (cut_to_bucket(x, buckets), y))
     else:
         dataset = batch_by_length(dataset, batch_size, seed, epoch=epoch).map(
             lambda x, y: (trim_to_longest(x), y))
