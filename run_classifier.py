@@ -108,14 +108,14 @@ def build_classifier(task, steps_hint):
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         train_metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     model.compile(optimizer=optimizer, loss=loss, metrics=train_metrics,
-                  jit_compile=FLAGS.jit_compile)
+                  jit_compile=FLAGS.jit_compile, steps_per_execution=FLAGS.steps_per_execution)
     return model, backbone, tokenizer, steps_per_epoch
 
 
 def train_and_evaluate(strategy):
     """The whole run; returns the final dev metrics per split."""
     task = glue.get_task(FLAGS.task)
-    static_shapes = distribute.needs_static_shapes(strategy)
+    static_shapes = distribute.needs_static_shapes(FLAGS.strategy)
     train = read_split(task, "train", FLAGS.max_train_examples)
     dev = {split: read_split(task, split, FLAGS.max_eval_examples) for split in task.dev_splits}
     with strategy.scope():

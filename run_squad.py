@@ -142,12 +142,13 @@ def train(model, backbone, tokenizer, strategy, evaluation, best):
     `evaluation` scores the dev set after every epoch, and `best` (a
     `KeepBest` on dev F1) keeps the best epoch.
     """
-    static_shapes = distribute.needs_static_shapes(strategy)
+    static_shapes = distribute.needs_static_shapes(FLAGS.strategy)
     _, features = read_features(FLAGS.train_file, True, FLAGS.max_train_examples, tokenizer)
     with strategy.scope():
         optimizer, steps_per_epoch = cli.prepare_for_training(model, len(features), static_shapes)
         model.compile(optimizer=optimizer, loss=span_loss(), loss_weights=SPAN_LOSS_WEIGHTS,
-                      jit_compile=FLAGS.jit_compile)
+                      jit_compile=FLAGS.jit_compile,
+                      steps_per_execution=FLAGS.steps_per_execution)
     start = time.time()
     cli.fit(model, lambda epoch: training_dataset(features, static_shapes, epoch),
             steps_per_epoch, backbone,

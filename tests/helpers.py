@@ -337,3 +337,16 @@ def saved_model_cli_show(export_dir):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+def backup_step(model_dir):
+    """The optimizer step of `model_dir`'s training backup (-1: none yet)."""
+    from safetensors import safe_open
+
+    from keras_adapters.training.resume import STATE_FILE
+
+    path = pathlib.Path(model_dir) / "backup" / STATE_FILE
+    if not path.exists():
+        return -1
+    with safe_open(str(path), framework="numpy") as f:
+        return int(f.metadata()["global_step"])

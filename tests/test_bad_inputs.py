@@ -162,6 +162,9 @@ CASES = {
         _flags("--batch_size=0"), flags.ValidationError, r"--batch_size must be > 0"),
     "save_every_steps <= 0": (
         _flags("--save_every_steps=0"), flags.ValidationError, r"--save_every_steps must be > 0"),
+    "steps_per_execution <= 0": (
+        _flags("--steps_per_execution=0"), flags.ValidationError,
+        r"--steps_per_execution must be > 0"),
     "--strategy=tpu without --tpu": (
         _flags("--strategy=tpu"), flags.ValidationError, r"--strategy=tpu needs --tpu"),
     "drop_first_n >= layers": (

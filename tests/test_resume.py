@@ -15,7 +15,7 @@ from safetensors.numpy import load_file, save_file
 
 from keras_adapters.training.callbacks import EpochProgress, EpochWeights, KeepBest, StopOnNaN
 from keras_adapters.training.resume import STATE_FILE, Backup, TrainingState, fit_resumable
-from tests.helpers import REPO_ROOT, write_hf_folder
+from tests.helpers import REPO_ROOT, backup_step, write_hf_folder
 from tests.helpers import tiny_hf_tensors as tiny_tensors
 
 STEPS, EPOCHS, BATCH = 5, 2, 4
@@ -167,20 +167,12 @@ def _command(checkpoint, glue_dir, model_dir):
             "--export_from=last"]  # The adapter file then holds the final weights.
 
 
-def _backup_step(model_dir):
-    path = model_dir / "backup" / STATE_FILE
-    if not path.exists():
-        return -1
-    with safe_open(str(path), framework="numpy") as f:
-        return int(f.metadata()["global_step"])
-
-
 def _run_and_kill(command, model_dir, after_step, sig):
     """Start a run and send `sig` once its backup has passed `after_step`."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True)
     deadline = time.time() + 600
-    while _backup_step(model_dir) < after_step:
+    while backup_step(model_dir) < after_step:
         assert process.poll() is None, process.stderr.read()[-3000:]
         assert time.time() < deadline, "no backup appeared"
         time.sleep(0.05)
@@ -199,10 +191,10 @@ def test_run_classifier_killed_twice_mid_epoch_ends_like_an_uninterrupted_run(tm
 
     command = _command(checkpoint, glue_dir, resumed)
     assert _run_and_kill(command, resumed, 5, signal.SIGKILL) == -signal.SIGKILL
-    assert 5 <= _backup_step(resumed) < 50  # killed mid first epoch
+    assert 5 <= backup_step(resumed) < 50  # killed mid first epoch
     # SIGTERM: a preemption notice; the run saves after its running step and exits 143.
     assert _run_and_kill(command, resumed, 60, signal.SIGTERM) == 143
-    assert 60 <= _backup_step(resumed) < 100
+    assert 60 <= backup_step(resumed) < 100
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Resumed from" in done.stderr
@@ -230,3 +222,25 @@ def test_epoch_progress_counts_the_runs_epochs_when_resumed_mid_epoch(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "Epoch 3/4" and len(lines) == 2  # One line per epoch off a terminal.
     assert lines[1].startswith("3/3 - ") and "loss: 0.5000" in lines[1]
+
+
+def test_backup_saves_when_steps_per_execution_jumps_past_a_multiple():
+    class State:
+        saved = []
+
+        def save(self, step):
+            self.saved.append(step)
+
+    class Model:
+        optimizer = type("Optimizer", (), {"iterations": keras.Variable(0, dtype="int64")})()
+
+    backup = Backup(State(), steps_per_epoch=100, every_steps=3)
+    backup.set_model(Model())
+    backup.on_train_begin()
+    try:
+        for step in (2, 4, 6, 8, 10):  # Two steps per execution.
+            Model.optimizer.iterations.assign(step)
+            backup.on_train_batch_end(step - 1)
+    finally:
+        backup.on_train_end()
+    assert State.saved == [4, 6, 10]  # Past 3, 6 and 9: none skipped.

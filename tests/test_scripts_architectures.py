@@ -21,6 +21,7 @@ from tests.helpers import (
     SQUAD_TRAIN,
     TEXTS_A,
     TEXTS_B,
+    backup_step,
     require_squad,
     saved_model_cli_show,
     serve_in_fresh_process,
@@ -48,9 +49,11 @@ def test_run_classifier_trains_scores_and_exports(name, dtype_policy, tmp_path, 
     preset = _preset(ARCH[name], tmp_path / "preset")
     _run("run_classifier.py", "--task=mrpc", f"--data_dir={glue_dir}", f"--init_from={preset}",
          f"--model_dir={tmp_path / 'run'}", "--max_train_examples=32",
-         "--max_eval_examples=16", "--jit_compile", f"--dtype_policy={dtype_policy}", *TINY_RUN)
+         "--max_eval_examples=16", "--jit_compile", f"--dtype_policy={dtype_policy}",
+         "--steps_per_execution=2", *TINY_RUN)
     results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert 0 <= results["dev"]["accuracy"] <= 1
+    assert backup_step(tmp_path / "run") == 2  # 32 examples in batches of 16.
     (served,) = serve_in_fresh_process((tmp_path / "run" / "saved_model", "serving_default",
                                         {"sentence1": TEXTS_A, "sentence2": TEXTS_B}))
     assert served["probabilities"].shape == (3, 2)

@@ -72,6 +72,9 @@ def define_flags():
     flags.DEFINE_bool("jit_compile", False,
                       "Compile every training and prediction step with XLA, as a TPU always does "
                       "(tested on XLA:CPU: the same losses and weights as without, to 1e-4).")
+    flags.DEFINE_integer("steps_per_execution", 1,
+                         "Training steps per call into the compiled step: on a TPU, tens of "
+                         "steps run without returning to the host in between.")
     flags.DEFINE_bool("deterministic_ops", False,
                       "tf.config.experimental.enable_op_determinism(): bit-reproducible "
                       "runs and resumes, at some speed cost.")
@@ -94,7 +97,8 @@ def validate_flags():
     elif FLAGS.drop_first_n or FLAGS.robust_adapter_drop:
         raise flags.ValidationError(
             "--drop_first_n and --robust_adapter_drop need --tuning=adapters.")
-    for name in ("num_epochs", "batch_size", "max_seq_length", "save_every_steps"):
+    for name in ("num_epochs", "batch_size", "max_seq_length", "save_every_steps",
+                 "steps_per_execution"):
         if FLAGS[name].value <= 0:
             raise flags.ValidationError(f"--{name} must be > 0; got {FLAGS[name].value}.")
     if FLAGS.strategy == "tpu" and not FLAGS.tpu:
@@ -123,8 +127,13 @@ def start_run():
     if FLAGS.deterministic_ops:
         tf.config.experimental.enable_op_determinism()
     strategy = strategy_from_flags()
-    logging.info("%s with %d replica(s)", type(strategy).__name__,
-                 strategy.num_replicas_in_sync)
+    replicas = strategy.num_replicas_in_sync
+    if FLAGS.batch_size % replicas:
+        raise flags.ValidationError(
+            f"--batch_size={FLAGS.batch_size} must be a multiple of the {replicas} replicas: "
+            "each takes an equal share of every batch.")
+    logging.info("%s with %d replica(s), %d examples per replica and step",
+                 type(strategy).__name__, replicas, FLAGS.batch_size // replicas)
     return strategy
 
 

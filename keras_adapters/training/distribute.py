@@ -26,6 +26,21 @@ def check_tpu_reachable(tpu_address, timeout=10.0):
         raise ConnectionError(f"--tpu={tpu_address}: no TPU answers there ({e}).") from e
 
 
+def connect_to_cluster(resolver):
+    """Connect to the TPU `resolver` names and initialise it: the network calls.
+
+    A seam: tests without a TPU replace it (and `tpu_strategy`); every other
+    line of the TPU path runs in them.
+    """
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+
+
+def tpu_strategy(resolver):
+    """`tf.distribute.TPUStrategy` over the connected TPU (a seam, as `connect_to_cluster`)."""
+    return tf.distribute.TPUStrategy(resolver)
+
+
 def connect_to_tpu(tpu_address):
     """Connect to a TPU and initialise it; returns its cluster resolver.
 
@@ -42,8 +57,7 @@ def connect_to_tpu(tpu_address):
     """
     check_tpu_reachable(tpu_address)
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
+    connect_to_cluster(resolver)
     return resolver
 
 
@@ -71,7 +85,7 @@ def get_strategy(name="default", tpu_address=None, devices=None):
     if name == "tpu":
         if tpu_address is None:
             raise ValueError("--strategy=tpu needs --tpu (a TPU name or grpc:// address).")
-        return tf.distribute.TPUStrategy(connect_to_tpu(tpu_address))
+        return tpu_strategy(connect_to_tpu(tpu_address))
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one_device":
@@ -82,6 +96,6 @@ def get_strategy(name="default", tpu_address=None, devices=None):
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
-def needs_static_shapes(strategy):
-    """Whether `strategy` needs fixed batch and sequence shapes (TPUs do)."""
-    return isinstance(strategy, tf.distribute.TPUStrategy)
+def needs_static_shapes(strategy_name):
+    """Whether the strategy named `strategy_name` needs static shapes (a TPU's does)."""
+    return strategy_name == "tpu"

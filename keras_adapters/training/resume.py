@@ -141,6 +141,7 @@ class Backup(keras.callbacks.Callback):
         return int(self.model.optimizer.iterations.numpy())
 
     def on_train_begin(self, logs=None):
+        self._last_step = self._step()
         if threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(
                 signal.SIGTERM, lambda signum, frame: self._terminating.set())
@@ -156,8 +157,12 @@ class Backup(keras.callbacks.Callback):
             self.state.save(step)
             logging.warning("SIGTERM: saved the training state at step %d; exiting.", step)
             raise SystemExit(128 + signal.SIGTERM)
-        # An epoch's last step is saved at epoch end, after its evaluation.
-        if step % self.every_steps == 0 and step % self.steps_per_epoch:
+        # With steps_per_execution > 1 the step moves by several at a time: save
+        # when it passes a multiple of every_steps. An epoch's last step is
+        # saved at epoch end, after its evaluation.
+        passed = step // self.every_steps > self._last_step // self.every_steps
+        self._last_step = step
+        if passed and step % self.steps_per_epoch:
             self.state.save(step)
 
     def on_epoch_end(self, epoch, logs=None):
