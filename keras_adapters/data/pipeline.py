@@ -1,5 +1,7 @@
 """tf.data input pipelines: tokenize sentence (pairs), pad, trim and batch."""
 
+import functools
+
 import keras
 import keras_hub
 import numpy as np
@@ -260,7 +262,7 @@ def batch_examples(
         if not training:
             dataset = dataset.map(lambda *batch: fill_batch(
                 batch if len(batch) > 1 else batch[0], batch_size))
-        cut = lambda x: cut_to_bucket(x, buckets)  # noqa: E731
+        cut = functools.partial(cut_to_bucket, buckets=buckets)
     else:
         dataset = dataset.batch(batch_size)
         cut = trim_to_longest
