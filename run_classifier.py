@@ -136,7 +136,7 @@ def train_and_evaluate(strategy):
     train_seconds = time.time() - start
     if not evaluation.results:  # Resumed after the last epoch's backup.
         evaluation.evaluate()
-    exported = cli.load_weights_to_export(model)
+    exported = cli.load_weights_to_export(model, best)
     write_json(cli.output_path("eval_results.json"), {
         "task": task.name,
         "tuning": FLAGS.tuning,

@@ -2,10 +2,11 @@
 
 import functools
 
-import keras
 import keras_hub
 import numpy as np
 import tensorflow as tf
+
+from keras_adapters.utils.keras_hub_classes import keras_hub_class_for
 
 FEATURES = ("token_ids", "segment_ids", "padding_mask")
 PAD_MULTIPLE = 16
@@ -23,13 +24,10 @@ def preprocessor_class(tokenizer):
     Raises:
         TypeError: for a tokenizer keras-hub has no such preprocessor for.
     """
-    for cls in type(tokenizer).__mro__:
-        for candidate in keras.saving.get_custom_objects().values():
-            if (isinstance(candidate, type)
-                    and issubclass(candidate, keras_hub.models.TextClassifierPreprocessor)
-                    and candidate.tokenizer_cls is cls
-                    and candidate.__module__.startswith("keras_hub.")):
-                return candidate
+    cls = keras_hub_class_for(tokenizer, keras_hub.models.TextClassifierPreprocessor,
+                              "tokenizer_cls")
+    if cls is not None:
+        return cls
     if isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
         return keras_hub.models.BertTextClassifierPreprocessor
     raise TypeError(f"No keras-hub text classifier preprocessor for {type(tokenizer).__name__}.")
@@ -130,6 +128,15 @@ def fill_batch(batch, batch_size):
 
     The rows are all zeros: padding tokens under a zero `padding_mask`. Their
     outputs are to be dropped (`batch_examples` with `static_shapes`).
+
+    Args:
+        batch: a nested structure of tensors `(rows, ...)`, `rows <= batch_size`
+            (features, or features and labels).
+        batch_size: int.
+
+    Returns:
+        The structure with every tensor `(batch_size, ...)`, its static batch
+        dimension set.
     """
     missing = batch_size - tf.shape(tf.nest.flatten(batch)[0])[0]
 
@@ -352,9 +359,9 @@ def text_dataset(preprocessor, text_a, text_b=None, labels=None, *, batch_size=3
         raise ValueError(f"text_a, text_b and labels must have one length; got {sorted(sizes)}.")
     if training and labels is None:
         raise ValueError("Training batches need labels.")
-    dataset = tokenize_examples(preprocessor, text_a, text_b,
-                                None if labels is None else np.asarray(labels))
+    labels = None if labels is None else np.asarray(labels)
     if not training:
-        return batch_examples(dataset, batch_size)
-    dataset = batch_by_length(dataset, batch_size, seed=seed)
+        return make_dataset(preprocessor, text_a, text_b, labels, batch_size)
+    dataset = batch_by_length(tokenize_examples(preprocessor, text_a, text_b, labels),
+                              batch_size, seed=seed)
     return dataset.map(lambda x, y: (trim_to_longest(x), y)).prefetch(tf.data.AUTOTUNE)

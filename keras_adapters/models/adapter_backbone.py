@@ -259,10 +259,10 @@ class AdapterBackbone:
 
     def pool(self, sequence_output):
         """`features` of the last transformer layer's output, as the backbone computes them."""
-        pooled = sequence_output[:, 0, :]
-        if self.architecture.pooler is not None:
-            pooled = getattr(self, self.architecture.pooler)(pooled)
-        return {"sequence_output": sequence_output, "pooled_output": pooled}
+        if self.architecture.pooler is None:
+            return features(sequence_output)
+        pooler = getattr(self, self.architecture.pooler)
+        return {"sequence_output": sequence_output, "pooled_output": pooler(sequence_output[:, 0, :])}
 
     @property
     def adapter_names(self):

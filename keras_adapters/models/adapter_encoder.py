@@ -3,8 +3,9 @@
 Adapters sit where google-research/adapter-bert puts them (Houlsby et al.,
 2019, Fig. 2): after a sub-layer's output projection and dropout, before the
 residual add and layer norm. `AdapterTransformerEncoder` subclasses keras-hub's
-`TransformerEncoder` and only overrides `build()`, wrapping the two dropout and
-two layer-norm sub-layers, so the pretrained computation is reused untouched.
+`TransformerEncoder`: `build()` wraps the two dropout and two layer-norm
+sub-layers, and `call()` tells the wrappers which adapter runs, so the
+pretrained computation is reused untouched.
 
 Each named adapter owns its adapters and, when it trains layer norms, its own
 copies of the layer's two layer norms, initialised from the pretrained ones.
@@ -113,9 +114,9 @@ def _gated(gate, adapted, plain):
 class _Routed(keras.layers.Layer):
     """A pretrained sub-layer that the running adapter may extend or replace.
 
-    `AdapterTransformerEncoder.call` sets `route` to `(task_layer, gate)` for
-    one call; it is stored past Keras' tracking, since the `LayerAdapter` belongs
-    to the encoder.
+    `AdapterTransformerEncoder.call` sets `route` to `(part, gate)` for one
+    call, `part` a sub-layer of the running `LayerAdapter`; it is stored past
+    Keras' tracking, since the `LayerAdapter` belongs to the encoder.
     """
 
     def __init__(self, pretrained, **kwargs):

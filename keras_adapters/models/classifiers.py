@@ -5,22 +5,7 @@ import keras_hub
 
 from keras_adapters.layers.heads import ClassificationHead
 from keras_adapters.models.adapter_backbone import features
-
-
-def keras_hub_text_classifier_class(backbone):
-    """keras-hub's `TextClassifier` subclass for `backbone`'s architecture, or None.
-
-    The most specific one: `XLMRobertaTextClassifier` for an XLM-RoBERTa
-    backbone, although `RobertaTextClassifier` would take it too.
-    """
-    candidates = [c for c in keras.saving.get_custom_objects().values()
-                  if isinstance(c, type) and issubclass(c, keras_hub.models.TextClassifier)
-                  and c.__module__.startswith("keras_hub.")]
-    for cls in type(backbone).__mro__:
-        for candidate in candidates:
-            if candidate.backbone_cls is cls:
-                return candidate
-    return None
+from keras_adapters.utils.keras_hub_classes import keras_hub_class_for
 
 
 def text_classifier(backbone, num_classes):
@@ -47,7 +32,7 @@ def text_classifier(backbone, num_classes):
     model = keras_adapters.text_classifier(keras_adapters.add_adapters(backbone), 2)
     ```
     """
-    cls = keras_hub_text_classifier_class(backbone)
+    cls = keras_hub_class_for(backbone, keras_hub.models.TextClassifier, "backbone_cls")
     if cls is not None:
         return cls(backbone, num_classes=num_classes, preprocessor=None)
     inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name)

@@ -90,6 +90,13 @@ class KeepBest(keras.callbacks.Callback):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
 
+    def restore(self, model):
+        """Load the kept epoch's weights into `model`; returns `best()` (None: nothing kept)."""
+        kept = self.best()
+        if kept is not None:
+            model.load_weights(os.path.join(self.directory, BEST_WEIGHTS))
+        return kept
+
     def _improves(self, value):
         best = self.best()
         if best is None or best["monitor"] != self.monitor:

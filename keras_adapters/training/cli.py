@@ -1,6 +1,5 @@
 """Flags and model building shared by `run_classifier.py` and `run_squad.py`."""
 
-import json
 import math
 import os
 
@@ -14,7 +13,7 @@ from keras_adapters.models.freezing import freeze_for_adapter_tuning
 from keras_adapters.saving.adapter_files import backbone_identity
 from keras_adapters.saving.checkpoints import DEFAULT_CHECKPOINT, from_pretrained
 from keras_adapters.training import distribute
-from keras_adapters.training.callbacks import BEST_RESULTS, BEST_WEIGHTS, EpochWeights, StopOnNaN
+from keras_adapters.training.callbacks import EpochWeights, StopOnNaN
 from keras_adapters.training.optimization import create_optimizer
 from keras_adapters.training.resume import Backup, TrainingState, fit_resumable
 
@@ -218,20 +217,19 @@ def output_path(*parts):
     return os.path.join(FLAGS.model_dir, *parts)
 
 
-def load_weights_to_export(model):
+def load_weights_to_export(model, best):
     """Give `model` the weights `--export_from` names; returns what it holds.
 
-    With `best`, the kept best epoch's weights (`<model_dir>/best`) are
-    loaded, so the SavedModel serves the epoch whose dev score is reported.
+    With `best`, the epoch `best` (the run's `KeepBest`) kept is loaded, so
+    the SavedModel serves the epoch whose dev score is reported.
 
     Returns:
         dict: `{"from": "best" or "last", "epoch": int or None}`.
     """
-    path = output_path("best", BEST_WEIGHTS)
-    if FLAGS.export_from == "best" and os.path.exists(path):
-        model.load_weights(path)
-        with open(output_path("best", BEST_RESULTS), encoding="utf-8") as f:
-            return {"from": "best", "epoch": json.load(f)["epoch"]}
     if FLAGS.export_from == "best":
-        logging.warning("--export_from=best: %s does not exist; exporting the last epoch.", path)
+        kept = best.restore(model)
+        if kept is not None:
+            return {"from": "best", "epoch": kept["epoch"]}
+        logging.warning("--export_from=best: %s keeps no epoch; exporting the last one.",
+                        best.directory)
     return {"from": "last", "epoch": None}

@@ -5,7 +5,7 @@ import json
 import math
 import os
 
-HIDDEN_ACTIVATIONS = {  # Hugging Face `hidden_act` -> `AdapterBackbone.hidden_activation`
+HF_ACTIVATIONS = {  # Hugging Face `hidden_act` -> `AdapterBackbone.hidden_activation` name
     "gelu": "gelu",
     "gelu_new": "gelu_approximate",
     "gelu_pytorch_tanh": "gelu_approximate",
@@ -75,9 +75,9 @@ class Converter:
                 that is not a multiple of the heads.
         """
         act = config.get(self.activation_key, "gelu")
-        if act not in HIDDEN_ACTIVATIONS:
+        if act not in HF_ACTIVATIONS:
             raise ValueError(f"{path}: unsupported {self.activation_key} {act!r}; expected one "
-                             f"of {sorted(HIDDEN_ACTIVATIONS)}.")
+                             f"of {sorted(HF_ACTIVATIONS)}.")
         if config.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(f"{path}: only absolute position embeddings are supported.")
         eps = config.get("layer_norm_eps", self.layer_norm_eps)
@@ -87,7 +87,7 @@ class Converter:
         sizes = self.sizes(config)
         if sizes["hidden_dim"] % sizes["num_heads"]:
             raise ValueError(f"{path}: the hidden size is not a multiple of the heads.")
-        return {**sizes, "hidden_activation": HIDDEN_ACTIVATIONS[act]}
+        return {**sizes, "hidden_activation": HF_ACTIVATIONS[act]}
 
     def table(self, config):
         """Every required `(name, path, shape letters)` row for this config."""
@@ -119,7 +119,11 @@ def converter_for(config, path="config.json"):
 
 
 def read_json(folder, name, required=True):
-    """`folder/name` as a dict ({} if absent and not `required`)."""
+    """`folder/name` as a dict ({} if absent and not `required`).
+
+    Raises:
+        FileNotFoundError: naming the folder and file, if `required` and absent.
+    """
     file = os.path.join(folder, name)
     if not os.path.exists(file):
         if required:
@@ -130,7 +134,11 @@ def read_json(folder, name, required=True):
 
 
 def require_file(folder, name):
-    """`folder/name`, which must exist."""
+    """The path `folder/name`.
+
+    Raises:
+        FileNotFoundError: naming the folder and file, if it does not exist.
+    """
     file = os.path.join(folder, name)
     if not os.path.exists(file):
         raise FileNotFoundError(f"Checkpoint folder {folder!r} has no {name}.")
@@ -138,7 +146,12 @@ def require_file(folder, name):
 
 
 def check_vocabulary_size(file, size, vocabulary_size):
-    """Raise unless a tokenizer's `size` tokens fit the model's `vocabulary_size`."""
+    """Raise unless a tokenizer's `size` tokens fit the model's `vocabulary_size`.
+
+    Raises:
+        ValueError: naming `file`: token ids past `vocabulary_size` would have
+            no embedding.
+    """
     if size > vocabulary_size:
         raise ValueError(
             f"{file} has {size} tokens, but config.json's vocab_size is {vocabulary_size}: "
