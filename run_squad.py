@@ -19,6 +19,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import app, flags, logging
 
 from keras_adapters.saving.adapter_files import save_adapter_weights
@@ -76,21 +77,25 @@ def training_dataset(features, static_shapes, epoch):
 def predict_logits(model, features):
     """Start and end logits, float32 `(num_features, max_seq_length)` each.
 
-    Windows run in batches sorted by length, each trimmed to its longest
-    window; the logits are padded back with -inf, which post-processing never
-    picks, and returned in feature order.
+    Windows run in batches sorted by length, each cut to its longest window
+    (under `--strategy=tpu`: to a bucket length, the last batch filled with
+    empty rows); the logits are padded back with -inf, which post-processing
+    never picks, and returned in feature order.
     """
     order = np.argsort([f.padding_mask.sum() for f in features], kind="stable")
     logits = {name: [] for name in OUTPUTS}
-    for x in squad.features_to_dataset([features[i] for i in order], FLAGS.batch_size):
-        outputs = model.predict_on_batch(x)
+    for x in squad.features_to_dataset([features[i] for i in order], FLAGS.batch_size,
+                                       static_shapes=distribute.needs_static_shapes(FLAGS.strategy)):
+        # Not `predict_on_batch`: under a multi-replica strategy it gives every replica
+        # the whole batch and returns their outputs one after the other.
+        outputs = model.predict(tf.data.Dataset.from_tensors(x), verbose=0)
         for name in OUTPUTS:
             value = np.asarray(outputs[name])
             pad = FLAGS.max_seq_length - value.shape[1]
             logits[name].append(np.pad(value, ((0, 0), (0, pad)), constant_values=-np.inf))
     unsorted = np.empty_like(order)
     unsorted[order] = np.arange(len(order))
-    return tuple(np.concatenate(logits[name])[unsorted] for name in OUTPUTS)
+    return tuple(np.concatenate(logits[name])[: len(order)][unsorted] for name in OUTPUTS)
 
 
 def scored_subset(path, qas_ids):
@@ -152,7 +157,7 @@ def train(model, backbone, tokenizer, strategy, evaluation, best):
     start = time.time()
     cli.fit(model, lambda epoch: training_dataset(features, static_shapes, epoch),
             steps_per_epoch, backbone,
-            callbacks=[evaluation, best],
+            callbacks=[evaluation], chief_callbacks=[best],
             run_config={"train_file": FLAGS.train_file, "doc_stride": FLAGS.doc_stride,
                         "max_query_length": FLAGS.max_query_length,
                         "max_train_examples": FLAGS.max_train_examples})
@@ -199,6 +204,8 @@ def main(argv):
         load_latest_checkpoint(model)
     if evaluation.scores is None:  # Predict mode, or resumed after the last epoch's backup.
         evaluation.evaluate()
+    if not distribute.is_chief(strategy):
+        return
     squad_postprocessing.write_predictions(evaluation.predictions, evaluation.nbest,
                                            FLAGS.model_dir)
     results.update(evaluation.scores)

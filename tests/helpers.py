@@ -9,6 +9,8 @@ import io
 import json
 import os
 import pathlib
+import subprocess
+import sys
 
 import keras
 import keras_hub
@@ -254,6 +256,22 @@ def write_hf_folder(folder, tensors, config=TINY_HF_CONFIG, lowercase=True, torc
     return str(folder)
 
 
+def write_mrpc_folder(root, rows=200):
+    """A GLUE folder under `root` whose MRPC train and dev sets are `rows` random pairs."""
+    rng = np.random.default_rng(0)
+    words = ["the", "cat", "sat", "on", "mat", "dog", "dogs"]
+    lines = ["Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"]
+    for i in range(rows):
+        a = " ".join(rng.choice(words, 5))
+        b = " ".join(rng.choice(words, 5))
+        lines.append(f"{i % 2}\t{i}\t{i + 1000}\t{a}\t{b}")
+    folder = root / "glue" / "MRPC"
+    folder.mkdir(parents=True)
+    for split in ("train", "dev"):
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root / "glue"
+
+
 def tiny_classifier(num_classes=3):
     """A 2-layer BERT classifier with adapters over `WORD_PIECE_VOCAB`, and its preprocessor
     (length 32)."""
@@ -313,8 +331,6 @@ def serve_in_fresh_process(*calls):
         SavedModel's signatures.
     """
     import json
-    import subprocess
-    import sys
 
     import numpy as np
 
@@ -329,14 +345,42 @@ def serve_in_fresh_process(*calls):
 
 def saved_model_cli_show(export_dir):
     """The output of `saved_model_cli show --all --dir export_dir`."""
-    import subprocess
-    import sys
 
     cli = pathlib.Path(sys.executable).parent / "saved_model_cli"
     result = subprocess.run([str(cli), "show", "--all", "--dir", str(export_dir)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+# The TPU branch of --strategy=tpu, all but what needs a TPU: the network
+# calls (connect_to_cluster) and TPUStrategy itself (tpu_strategy), replaced
+# by a recorder and a MirroredStrategy over two logical CPUs. One process per
+# MirroredStrategy: a second one in a process clashes on collective keys.
+_TPU_STAND_IN = """
+import importlib, socket, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from absl import app
+script = importlib.import_module(sys.argv.pop(1))  # run_classifier or run_squad
+from keras_adapters.training import distribute
+connected = []
+distribute.connect_to_cluster = connected.append
+distribute.tpu_strategy = lambda resolver: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+listener = socket.create_server(("127.0.0.1", 0))  # check_tpu_reachable connects here.
+sys.argv.append(f"--tpu=grpc://127.0.0.1:{listener.getsockname()[1]}")
+try:
+    app.run(script.main, argv=sys.argv)
+finally:
+    print("connected:", [resolver.master() for resolver in connected], flush=True)
+"""
+
+
+def run_tpu_stand_in(script, *flags):
+    """Run `script` (`run_classifier` or `run_squad`) with `--strategy=tpu` on the stand-in."""
+    command = [sys.executable, "-c", _TPU_STAND_IN, script, "--strategy=tpu", *flags]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
 
 
 def backup_step(model_dir):

@@ -77,3 +77,21 @@ def test_word_piece_split_patterns():
     for split_on_cjk in (True, False):
         split, keep = keras_internals.word_piece_split_patterns(split_on_cjk)
         assert isinstance(split, str) and isinstance(keep, str) and split != keep
+
+
+def test_multi_worker_fit_fixes_replace_keras_names_and_leave_other_strategies_alone():
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer
+
+    keras_internals.enable_multi_worker_fit()
+    keras_internals.enable_multi_worker_fit()  # Idempotent.
+    assert trainer.reduce_per_replica is keras_internals._reduce_per_replica
+    assert trainer.TensorFlowTrainer._maybe_symbolic_build is \
+        keras_internals._maybe_symbolic_build
+    # Any other strategy gets Keras' own reduction.
+    values = {"loss": tf.constant(2.0), "logits": tf.ones((2, 3))}
+    reduced = trainer.reduce_per_replica(values, tf.distribute.get_strategy(), "auto")
+    assert reduced["loss"] is values["loss"] and reduced["logits"] is values["logits"]
+    # Keras' TensorFlow optimizer still sums gradients where SumBeforeClipping skips it.
+    assert hasattr(keras.optimizers.AdamW, "_all_reduce_sum_gradients")
+    assert hasattr(keras.optimizers.AdamW, "_clip_gradients")

@@ -15,7 +15,7 @@ from safetensors.numpy import load_file, save_file
 
 from keras_adapters.training.callbacks import EpochProgress, EpochWeights, KeepBest, StopOnNaN
 from keras_adapters.training.resume import STATE_FILE, Backup, TrainingState, fit_resumable
-from tests.helpers import REPO_ROOT, backup_step, write_hf_folder
+from tests.helpers import REPO_ROOT, backup_step, write_hf_folder, write_mrpc_folder
 from tests.helpers import tiny_hf_tensors as tiny_tensors
 
 STEPS, EPOCHS, BATCH = 5, 2, 4
@@ -144,21 +144,6 @@ def test_keep_best_keeps_the_best_epoch_across_runs(tmp_path):
 
 # ------------------------------------------------ a real run_classifier.py, killed twice
 
-def _mrpc_folder(root, rows=200):
-    rng = np.random.default_rng(0)
-    words = ["the", "cat", "sat", "on", "mat", "dog", "dogs"]
-    lines = ["Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"]
-    for i in range(rows):
-        a = " ".join(rng.choice(words, 5))
-        b = " ".join(rng.choice(words, 5))
-        lines.append(f"{i % 2}\t{i}\t{i + 1000}\t{a}\t{b}")
-    folder = root / "glue" / "MRPC"
-    folder.mkdir(parents=True)
-    for split in ("train", "dev"):
-        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return root / "glue"
-
-
 def _command(checkpoint, glue_dir, model_dir):
     return [sys.executable, str(REPO_ROOT / "run_classifier.py"), "--task=mrpc",
             f"--init_from={checkpoint}", f"--data_dir={glue_dir}", f"--model_dir={model_dir}",
@@ -183,7 +168,7 @@ def _run_and_kill(command, model_dir, after_step, sig):
 
 def test_run_classifier_killed_twice_mid_epoch_ends_like_an_uninterrupted_run(tmp_path):
     checkpoint = write_hf_folder(tmp_path / "tiny", tiny_tensors())
-    glue_dir = _mrpc_folder(tmp_path)  # 200 examples: 50 steps per epoch
+    glue_dir = write_mrpc_folder(tmp_path)  # 200 examples: 50 steps per epoch
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     done = subprocess.run(_command(checkpoint, glue_dir, reference), capture_output=True,
                           text=True, timeout=600)

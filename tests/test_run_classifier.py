@@ -18,7 +18,7 @@ from keras_adapters.models.adapter_backbone import add_adapters
 from keras_adapters.saving.adapter_files import load_adapter_weights
 from keras_adapters.saving.checkpoints import from_pretrained
 from keras_adapters.tasks.glue import data as glue
-from tests.helpers import GLUE_DIR, REPO_ROOT, backup_step
+from tests.helpers import GLUE_DIR, REPO_ROOT, backup_step, run_tpu_stand_in
 
 TRAIN, DEV = 64, 40
 COMMON = [f"--max_train_examples={TRAIN}", f"--max_eval_examples={DEV}", "--num_epochs=1",
@@ -82,34 +82,9 @@ def test_adapter_weights_rebuild_the_exported_model(finished_run):
     assert np.abs(model.get_layer("logits").bias.numpy()).max() > 0
 
 
-# The TPU branch of --strategy=tpu, all but what needs a TPU: the network
-# calls (connect_to_cluster) and TPUStrategy itself (tpu_strategy), replaced
-# by a recorder and a MirroredStrategy over two logical CPUs. One process per
-# MirroredStrategy: a second one in a process clashes on collective keys.
-TPU_STAND_IN_RUN = """
-import socket, sys
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from absl import app
-import run_classifier
-from keras_adapters.training import distribute
-connected = []
-distribute.connect_to_cluster = connected.append
-distribute.tpu_strategy = lambda resolver: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-listener = socket.create_server(("127.0.0.1", 0))  # check_tpu_reachable connects here.
-sys.argv.append(f"--tpu=grpc://127.0.0.1:{listener.getsockname()[1]}")
-try:
-    app.run(run_classifier.main, argv=sys.argv)
-finally:
-    print("connected:", [resolver.master() for resolver in connected], flush=True)
-"""
-
-
 def _tpu_stand_in(glue_dir, model_dir, *flags):
-    command = [sys.executable, "-c", TPU_STAND_IN_RUN, "--task=rte", f"--data_dir={glue_dir}",
-               f"--model_dir={model_dir}", "--strategy=tpu", *COMMON, *flags]
-    return subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+    return run_tpu_stand_in("run_classifier", "--task=rte", f"--data_dir={glue_dir}",
+                            f"--model_dir={model_dir}", *COMMON, *flags)
 
 
 def test_tpu_branch_runs_with_static_shapes_and_replicas(glue_dir, tmp_path):

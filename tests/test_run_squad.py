@@ -9,7 +9,7 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the SavedModel's tokenizer ops)
 
 from keras_adapters.tasks.squad.postprocessing import score_predictions
-from tests.helpers import REPO_ROOT, SQUAD_TRAIN, require_squad
+from tests.helpers import REPO_ROOT, SQUAD_TRAIN, require_squad, run_tpu_stand_in
 from tests.helpers import SQUAD_DEV as DEV
 
 COMMON = ["--max_predict_examples=30", "--batch_size=16", "--max_seq_length=192",
@@ -84,6 +84,20 @@ def test_predict_mode_reloads_the_checkpoint_and_reproduces_predictions(trained,
     before = json.loads((model_dir / "predictions.json").read_text())
     again = _run(model_dir, "--mode=predict")
     assert json.loads((model_dir / "predictions.json").read_text()) == before
+    assert again["f1"] == pytest.approx(results["f1"])
+
+
+def test_tpu_branch_predicts_with_static_shapes_like_the_dynamic_path(trained):
+    """--strategy=tpu's stand-in (two replicas): full batches cut to bucket lengths, the
+    last filled with empty rows; the same answers as the dynamic path."""
+    model_dir, results = trained
+    before = json.loads((model_dir / "predictions.json").read_text())
+    result = run_tpu_stand_in("run_squad", f"--model_dir={model_dir}", "--mode=predict",
+                              *COMMON)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MirroredStrategy with 2 replica(s)" in result.stderr
+    assert json.loads((model_dir / "predictions.json").read_text()) == before
+    again = json.loads((model_dir / "eval_results.json").read_text())
     assert again["f1"] == pytest.approx(results["f1"])
 
 

@@ -268,6 +268,20 @@ def test_features_to_dataset(tokenizer):
         rows += zip(map(tuple, ids), y["start_positions"].numpy(), y["end_positions"].numpy())
     expected = [(tuple(f.token_ids), f.start_position, f.end_position) for f in features]
     assert sorted(rows) == sorted(expected)  # Every window once, with its own labels.
+
+    # Prediction, in order (shortest first, as run_squad.py sorts them): full batches, each
+    # cut to the shortest bucket its longest window fits, the last one filled.
+    short = squad.convert_to_features([_synthetic(10)], tokenizer, 64, 32, training=False)
+    ordered = short * 2 + features[:3]  # Five windows: two short, three full.
+    static = list(squad.features_to_dataset(ordered, 2, static_shapes=True))
+    longest = [max(f.padding_mask.sum() for f in ordered[i:i + 2]) for i in (0, 2, 4)]
+    assert [tuple(x["token_ids"].shape) for x in static] == \
+        [(2, min(b for b in (16, 32, 64) if b >= n)) for n in longest]
+    assert static[0]["token_ids"].shape[1] < 64  # The short windows' batch is cut.
+    for name in ("token_ids", "segment_ids", "padding_mask"):
+        rows = [np.pad(row, (0, 64 - len(row))) for x in static for row in x[name].numpy()]
+        assert not np.any(rows[5:])  # The filling row is empty.
+        np.testing.assert_array_equal(rows[:5], [getattr(f, name) for f in ordered])
     batches = list(squad.features_to_dataset(features, 4))
     assert [b["token_ids"].shape[0] for b in batches] == [4, 2]
     np.testing.assert_array_equal(batches[0]["token_ids"][0], features[0].token_ids)

@@ -119,8 +119,7 @@ def strategy_from_flags():
 
 
 def start_run():
-    """Create `--model_dir`, seed everything, set `--dtype_policy`; returns the strategy."""
-    os.makedirs(FLAGS.model_dir, exist_ok=True)
+    """Seed everything, set `--dtype_policy`, create `--model_dir` (the chief); returns the strategy."""
     keras.utils.set_random_seed(FLAGS.seed)
     keras.config.set_dtype_policy(FLAGS.dtype_policy)
     if FLAGS.deterministic_ops:
@@ -133,15 +132,23 @@ def start_run():
             "each takes an equal share of every batch.")
     logging.info("%s with %d replica(s), %d examples per replica and step",
                  type(strategy).__name__, replicas, FLAGS.batch_size // replicas)
+    if distribute.is_chief(strategy):
+        os.makedirs(FLAGS.model_dir, exist_ok=True)
+    else:
+        logging.info("Not the chief: training and evaluating, writing nothing; the chief "
+                     "writes --model_dir=%s.", FLAGS.model_dir)
     return strategy
 
 
-def fit(model, epoch_dataset, steps_per_epoch, backbone, *, run_config, callbacks=()):
+def fit(model, epoch_dataset, steps_per_epoch, backbone, *, run_config, callbacks=(),
+        chief_callbacks=()):
     """Train `model` for `--num_epochs`, resuming from `<model_dir>/backup` if a run left one.
 
-    Callbacks, in order: stop on a NaN loss, `callbacks` (evaluation, best
+    Callbacks, in order: stop on a NaN loss, `callbacks` (evaluation), then
+    on the chief only (`distribute.is_chief`) `chief_callbacks` (best
     model), per-epoch weights (`checkpoints/`), TensorBoard (`logs/`), and
-    the backup every `--save_every_steps` steps and epoch.
+    the backup every `--save_every_steps` steps and epoch. Every worker
+    resumes from the chief's backup.
 
     Args:
         model: the compiled model.
@@ -151,7 +158,8 @@ def fit(model, epoch_dataset, steps_per_epoch, backbone, *, run_config, callback
         backbone: the model's backbone, whose identity the backup records.
         run_config: dict of the script's own settings a resumed run must
             share (the task, data files...), besides `RESUME_FLAGS`.
-        callbacks: extra Keras callbacks.
+        callbacks: extra Keras callbacks, run by every worker.
+        chief_callbacks: extra Keras callbacks that write files.
 
     Raises:
         ValueError: if the backup in `--model_dir` is from a run with other
@@ -161,15 +169,16 @@ def fit(model, epoch_dataset, steps_per_epoch, backbone, *, run_config, callback
     run_config = {**{name: FLAGS[name].value for name in RESUME_FLAGS}, **run_config,
                   "backbone": backbone_identity(backbone), "steps_per_epoch": steps_per_epoch}
     state = TrainingState(model, output_path("backup"), run_config)
-    every = [
-        StopOnNaN(),
-        *callbacks,
+    writers = [
+        *chief_callbacks,
         EpochWeights(output_path("checkpoints", CHECKPOINT_PATTERN)),
         keras.callbacks.TensorBoard(output_path("logs")),
         Backup(state, steps_per_epoch, FLAGS.save_every_steps),
     ]
+    chief = distribute.is_chief(model.distribute_strategy)
     fit_resumable(model, epoch_dataset, epochs=FLAGS.num_epochs,
-                  steps_per_epoch=steps_per_epoch, state=state, callbacks=every)
+                  steps_per_epoch=steps_per_epoch, state=state,
+                  callbacks=[StopOnNaN(), *callbacks, *(writers if chief else [])])
 
 
 def build_backbone(adapter_name):

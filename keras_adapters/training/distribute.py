@@ -4,6 +4,8 @@ import socket
 
 import tensorflow as tf
 
+from keras_adapters.utils.keras_internals import enable_multi_worker_fit
+
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
 
@@ -69,7 +71,8 @@ def get_strategy(name="default", tpu_address=None, devices=None):
             device, no replication); `one_device` pins to the first device in
             `devices` (default "/gpu:0" if a GPU exists, else "/cpu:0");
             `mirrored` replicates over `devices` (default: all GPUs, else the
-            CPU); `multi_worker_mirrored` reads the cluster from `TF_CONFIG`;
+            CPU); `multi_worker_mirrored` reads the cluster from `TF_CONFIG`
+            (and makes Keras' `fit` work under it: `enable_multi_worker_fit`);
             `tpu` needs `tpu_address`.
         tpu_address: str, for `tpu` only: see `connect_to_tpu`.
         devices: list of device strings, or None for the defaults above.
@@ -93,7 +96,18 @@ def get_strategy(name="default", tpu_address=None, devices=None):
         return tf.distribute.OneDeviceStrategy((devices or [default])[0])
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(devices)
+    enable_multi_worker_fit()
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's files.
+
+    True for a one-process strategy, and for the chief of a cluster: the
+    `chief` task, or worker 0 when `TF_CONFIG` names none. The other workers
+    train and evaluate with it, but write nothing.
+    """
+    return strategy.extended.should_checkpoint
 
 
 def needs_static_shapes(strategy_name):

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_adapters.utils.keras_internals import SumBeforeClipping
+
 
 @keras.saving.register_keras_serializable(package="keras_adapters")
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
@@ -57,6 +59,19 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+@keras.saving.register_keras_serializable(package="keras_adapters")
+class AdamW(SumBeforeClipping, keras.optimizers.AdamW):
+    """`keras.optimizers.AdamW` that clips the gradient summed over replicas.
+
+    Keras' own clips each replica's share before summing, so under
+    `MirroredStrategy`, `TPUStrategy` or `MultiWorkerMirroredStrategy` its
+    `global_clipnorm` changes training whenever it engages. This one trains
+    N replicas as one device on the global batch (`SumBeforeClipping`; tested
+    in `tests/test_multi_worker.py`). On one device it is Keras' AdamW.
+    Arguments as `keras.optimizers.AdamW`.
+    """
+
+
 def create_optimizer(
     learning_rate, total_steps, warmup_proportion=0.1, weight_decay=0.01
 ):
@@ -71,8 +86,9 @@ def create_optimizer(
             layer norm parameters. Defaults to 0.01.
 
     Returns:
-        A `keras.optimizers.AdamW` (epsilon 1e-6, global gradient clipping at
-        norm 1.0, as in BERT's `optimization.py`).
+        An `AdamW` (epsilon 1e-6, global gradient clipping at norm 1.0 of the
+        gradient summed over replicas, as in BERT's `optimization.py` on one
+        device).
 
     Raises:
         ValueError: if `warmup_proportion` is outside [0, 1], or through
@@ -83,7 +99,7 @@ def create_optimizer(
     schedule = WarmupLinearDecay(
         learning_rate, total_steps, int(round(warmup_proportion * total_steps))
     )
-    optimizer = keras.optimizers.AdamW(
+    optimizer = AdamW(
         learning_rate=schedule,
         weight_decay=weight_decay,
         epsilon=1e-6,

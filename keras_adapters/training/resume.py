@@ -62,7 +62,8 @@ class TrainingState:
         """
         optimizer = self.model.optimizer
         if not optimizer.built:
-            optimizer.build(self.model.trainable_variables)
+            with self.model.distribute_strategy.scope():  # Its slots mirror the weights.
+                optimizer.build(self.model.trainable_variables)
         seeds = [v for v in self.model.variables if v.name == "seed_generator_state"]
         variables = [*self.model.trainable_variables, *optimizer.variables, *seeds]
         return {f"{i:05d}:{v.path}": v for i, v in enumerate(variables)}

@@ -11,6 +11,9 @@ import contextlib
 import sys
 import threading
 
+import tensorflow as tf
+from keras.src import tree
+from keras.src.backend.tensorflow import trainer as tf_trainer
 from keras_hub.layers import TransformerEncoder
 from keras_hub.src.tokenizers import word_piece_tokenizer
 
@@ -111,3 +114,81 @@ def transformer_encoders_from(backbone_cls, factory):
             yield
         finally:
             module.TransformerEncoder = TransformerEncoder
+
+
+class SumBeforeClipping:
+    """Optimizer mixin: clip the gradient summed over replicas, not each replica's share.
+
+    Keras 3's TensorFlow optimizers clip (`global_clipnorm`, `clipnorm`,
+    `clipvalue`) in `_clip_gradients`, before `_backend_update_step` sums the
+    replicas' gradients (`_all_reduce_sum_gradients`). Under
+    `MirroredStrategy`, `TPUStrategy` or `MultiWorkerMirroredStrategy`, each
+    replica's share of the gradient is clipped by its own norm, and training
+    differs from one device's whenever clipping engages. With this mixin the
+    sum is taken first (the same single all-reduce, moved), then clipped:
+    N replicas train as one device does on the global batch.
+
+    Put it first among the bases: `class AdamW(SumBeforeClipping, keras.optimizers.AdamW)`.
+    """
+
+    def _clip_gradients(self, grads):
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            present = [g for g in grads if g is not None]
+            summed = iter(context.all_reduce(tf.distribute.ReduceOp.SUM, present))
+            grads = [None if g is None else next(summed) for g in grads]
+        return super()._clip_gradients(grads)
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return grads_and_vars  # Summed in `_clip_gradients`.
+
+
+def _multi_worker(strategy):
+    """Whether `strategy` is a `MultiWorkerMirroredStrategy` over more than one worker."""
+    return tf_trainer._collective_all_reduce_multi_worker(strategy)
+
+
+def _local_batch(strategy, batch):
+    """This worker's first replica's part of a distributed batch."""
+    return tree.map_structure(
+        lambda v: strategy.experimental_local_results(v)[0]
+        if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+
+
+_ORIGINAL_SYMBOLIC_BUILD = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+_ORIGINAL_REDUCE_PER_REPLICA = tf_trainer.reduce_per_replica
+
+
+def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    if iterator is None or not _multi_worker(self._distribute_strategy):
+        return _ORIGINAL_SYMBOLIC_BUILD(self, iterator=iterator, data_batch=data_batch)
+    for _, _, batches in iterator:
+        return _ORIGINAL_SYMBOLIC_BUILD(
+            self, data_batch=_local_batch(self._distribute_strategy, next(batches)))
+
+
+def _reduce_per_replica(values, strategy, reduction):
+    if reduction in ("auto", "mean") and _multi_worker(strategy):
+        return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+    return _ORIGINAL_REDUCE_PER_REPLICA(values, strategy, reduction)
+
+
+def enable_multi_worker_fit():
+    """Make Keras 3's `fit`, `evaluate` and `predict` run under `MultiWorkerMirroredStrategy`.
+
+    Keras 3.15 fails there in two places (keras-team/keras#20585, #20329);
+    both are replaced for a multi-worker strategy only, every other strategy
+    runs Keras' own code:
+
+    - `TensorFlowTrainer._maybe_symbolic_build` learns a batch's shapes by
+      averaging the first batch over all workers, a collective op that
+      fails on a dict of features. This worker's own replica batch has the
+      same shapes and needs no communication.
+    - `reduce_per_replica` averages each scalar loss and metric over
+      `axis=0`, which a scalar lacks. The mean over replicas is what
+      `MirroredStrategy` reports.
+
+    Idempotent.
+    """
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
+    tf_trainer.reduce_per_replica = _reduce_per_replica

@@ -25,6 +25,7 @@ import tensorflow_text as tf_text
 from keras_adapters.data.pipeline import (
     FEATURES,
     batch_by_length,
+    batch_examples,
     bucket_lengths,
     cut_to_bucket,
     shuffle,
@@ -458,10 +459,12 @@ def features_to_dataset(features, batch_size, training=False, seed=None, static_
             batches of similar length (`pipeline.batch_by_length`); otherwise
             `x` only, in feature order.
         seed: int or None, the shuffle seed.
-        static_shapes: bool. Training batches plainly shuffled, the last
-            partial one dropped, each cut to one of `pipeline.bucket_lengths(L)`
-            (the few shapes a TPU compiles for); otherwise cut each batch with
-            `pipeline.trim_to_longest`.
+        static_shapes: bool. Every batch holds `batch_size` rows and is cut
+            to one of `pipeline.bucket_lengths(L)` (the few shapes a TPU
+            compiles for): training batches plainly shuffled, the last partial
+            one dropped; for prediction the last one is filled with empty
+            rows, whose outputs come after the real ones (keep the first N).
+            Otherwise each batch is cut with `pipeline.trim_to_longest`.
         epoch: int or None. None reshuffles at every pass over the data; an
             int gives that training epoch's fixed order (`pipeline.epoch_seed`),
             for resuming mid-epoch.
@@ -473,10 +476,8 @@ def features_to_dataset(features, batch_size, training=False, seed=None, static_
     x = {name: np.stack([getattr(f, name) for f in features]).astype(np.int32)
          for name in FEATURES}
     if not training:
-        dataset = tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
-        if not static_shapes:
-            dataset = dataset.map(trim_to_longest)
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        return batch_examples(tf.data.Dataset.from_tensor_slices(x), batch_size,
+                              static_shapes=static_shapes)
     y = {name: np.array([getattr(f, attr) for f in features], np.int32)
          for name, attr in (("start_positions", "start_position"),
                             ("end_positions", "end_position"))}
