@@ -164,6 +164,9 @@ def train_and_evaluate(strategy):
 def main(argv):
     del argv
     cli.validate_flags()
+    if FLAGS.classifier_dropout is not None and not 0 <= FLAGS.classifier_dropout < 1:
+        raise flags.ValidationError(
+            f"--classifier_dropout must be in [0, 1); got {FLAGS.classifier_dropout}.")
     glue.get_task(FLAGS.task)
     if FLAGS.data_source == "tsv" and not FLAGS.data_dir:
         raise flags.ValidationError("--data_source=tsv needs --data_dir.")

@@ -150,6 +150,9 @@ CASES = {
     "unknown task": (
         _flags("--task=mrcp", call=lambda: run_classifier.main([])), ValueError,
         r"Unknown GLUE task 'mrcp'"),
+    "classifier_dropout outside [0, 1)": (
+        _flags("--classifier_dropout=1", call=lambda: run_classifier.main([])),
+        flags.ValidationError, r"--classifier_dropout must be in \[0, 1\); got 1\.0"),
     "adapter_size <= 0": (
         _flags("--adapter_size=0"), flags.ValidationError, r"--adapter_size must be > 0"),
     "reduction_factor <= 0": (
