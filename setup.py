@@ -45,9 +45,10 @@ setup(
     ],
     extras_require={
         "scripts": SCRIPTS,
-        # The reference checks compare with Hugging Face transformers (and
-        # read PyTorch files); install torch==2.13.0 first for its CPU wheel.
+        # The reference checks compare with Hugging Face transformers and
+        # AdapterHub's adapters (and read PyTorch files); install
+        # torch==2.13.0 first for its CPU wheel.
         "test": [*SCRIPTS, "pytest>=7", "hypothesis>=6", "ruff>=0.6", "torch>=2.1",
-                 "transformers~=4.57.6"],
+                 "transformers~=4.57.6", "adapters==1.3.0"],
     },
 )

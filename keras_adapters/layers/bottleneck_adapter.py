@@ -3,6 +3,11 @@
 import keras
 import tensorflow as tf
 
+from keras_adapters.layers import activations
+
+# Activation names Keras lacks: the tanh GELU (Hugging Face's and AdapterHub's "gelu_new").
+EXTRA_ACTIVATIONS = {"gelu_approximate": activations.gelu_approximate}
+
 
 @keras.saving.register_keras_serializable(package="keras_adapters")
 class BottleneckAdapter(keras.layers.Layer):
@@ -23,8 +28,9 @@ class BottleneckAdapter(keras.layers.Layer):
             `adapter_size` and `reduction_factor`.
         reduction_factor: int or None. The ratio d/m; m is `d // factor`,
             computed when the layer is built.
-        activation: str or callable. The nonlinearity between the projections.
-            Defaults to `"gelu"`.
+        activation: str or callable. The nonlinearity between the projections:
+            a Keras activation name (`"gelu"` is the exact erf GELU) or
+            `"gelu_approximate"` (the tanh form). Defaults to `"gelu"`.
         initializer_std: float. Standard deviation of the truncated normal
             (cut at 2 std) that draws both kernels. Defaults to `1e-2`, as in
             google-research/adapter-bert. `0.0` gives zero kernels.
@@ -79,7 +85,9 @@ class BottleneckAdapter(keras.layers.Layer):
             )
         self.adapter_size = adapter_size
         self.reduction_factor = reduction_factor
-        self.activation = keras.activations.get(activation)
+        self.activation_name = activation if isinstance(activation, str) else None
+        self.activation = EXTRA_ACTIVATIONS.get(self.activation_name) or keras.activations.get(
+            activation)
         self.initializer_std = initializer_std
         self.supports_masking = True
 
@@ -136,7 +144,8 @@ class BottleneckAdapter(keras.layers.Layer):
             {
                 "adapter_size": self.adapter_size,
                 "reduction_factor": self.reduction_factor,
-                "activation": keras.activations.serialize(self.activation),
+                "activation": self.activation_name
+                or keras.activations.serialize(self.activation),
                 "initializer_std": self.initializer_std,
             }
         )

@@ -16,6 +16,7 @@ import safetensors.numpy
 from keras_adapters.configuration.adapter_config import AdapterConfig
 from keras_adapters.models.adapter_backbone import adapter_backbone_class
 from keras_adapters.models.freezing import find_adapter_backbone
+from keras_adapters.saving import adapterhub
 from keras_adapters.utils.atomic import atomic_path
 
 FORMAT = "keras_adapters.saving.adapter_files/1"
@@ -135,7 +136,10 @@ def _adapter_tensors(model, name):
     return tensors
 
 
-def save_adapter(model, directory, name):
+FORMATS = ("keras_adapters", "adapterhub")
+
+
+def save_adapter(model, directory, name, format="keras_adapters"):
     """Write one task's adapter, its layer norms and its head to `directory`.
 
     Writes `adapter_config.json` (the `AdapterConfig`, the head's Keras config,
@@ -144,18 +148,37 @@ def save_adapter(model, directory, name):
     atomically. For all-MiniLM-L6-v2 with adapter_size 64 it holds about
     2.4 MB, against 91 MB for the backbone.
 
+    With `format="adapterhub"`, writes AdapterHub's `adapter_config.json` and
+    `adapter.safetensors` instead (`saving.adapterhub`; BERT backbones,
+    adapters with `train_layer_norms=False`, no head yet), which `adapters`
+    1.3.0 loads with `model.load_adapter(directory, use_safetensors=True)`.
+
     Args:
         model: an `AdapterModel`, or any model holding an
             `AdapterBackbone` (then no head is saved).
         directory: str, the folder to write.
         name: str, the adapter (task) to save.
+        format: `"keras_adapters"` (the default) or `"adapterhub"`.
 
     Raises:
-        ValueError: if there is no adapter `name`.
+        ValueError: if there is no adapter `name`, for an unknown `format`,
+            or for an adapter AdapterHub's format cannot hold (naming why).
+        NotImplementedError: for `format="adapterhub"` and a task with a head.
+
+    Example:
+
+    ```python
+    keras_adapters.save_adapter(backbone, "for_adapterhub/sst2", "sst2", format="adapterhub")
+    ```
     """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}; got {format!r}.")
     backbone = find_adapter_backbone(model)
     tensors = {key: np.asarray(w.numpy()) for key, w in _adapter_tensors(model, name).items()}
     head = getattr(model, "heads", {}).get(name)
+    if format == "adapterhub":
+        _save_adapterhub(backbone, directory, name, tensors, head)
+        return
     config = {
         "format": ADAPTER_FORMAT,
         "name": name,
@@ -167,6 +190,24 @@ def save_adapter(model, directory, name):
         os.makedirs(temporary)
         safetensors.numpy.save_file(tensors, os.path.join(temporary, WEIGHTS_FILE))
         with open(os.path.join(temporary, CONFIG_FILE), "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+
+
+def _save_adapterhub(backbone, directory, name, tensors, head):
+    """`save_adapter(..., format="adapterhub")` once the tensors are read."""
+    if head is not None:
+        raise NotImplementedError(
+            f"Task {name!r} has a head; writing AdapterHub heads is not supported yet. Save "
+            "the adapter from the backbone alone.")
+    architecture = adapter_backbone_class(backbone).architecture.name
+    config = adapterhub.adapterhub_config(backbone.adapter_configs[name], name,
+                                          backbone.hidden_dim, architecture)
+    weights = adapterhub.adapterhub_tensors(tensors, name, architecture)
+    with atomic_path(directory) as temporary:
+        os.makedirs(temporary)
+        safetensors.numpy.save_file(weights, os.path.join(temporary,
+                                                          adapterhub.WEIGHTS_FILES[0]))
+        with open(os.path.join(temporary, adapterhub.CONFIG_FILE), "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2, sort_keys=True)
 
 
@@ -184,13 +225,45 @@ def _read_adapter(directory):
     return config_path, config, tensors
 
 
+def _read_own_adapter(directory, backbone):
+    """A `save_adapter` folder as `(config_path, name, AdapterConfig, head config, tensors)`."""
+    config_path, config, tensors = _read_adapter(directory)
+    for field, value in backbone_identity(backbone).items():
+        saved = config["backbone"].get(field)
+        if saved != value:
+            raise ValueError(
+                f"{config_path}: field 'backbone.{field}' is {saved!r}, but this "
+                f"backbone has {value!r}: the adapter was trained on another backbone."
+            )
+    return (config_path, config["name"], AdapterConfig.from_dict(config["adapter_config"]),
+            config["head"], tensors)
+
+
+def _read_adapterhub_adapter(directory, model, backbone):
+    """An AdapterHub folder as `_read_own_adapter` gives ours (no head yet)."""
+    config_path, name, config, tensors = adapterhub.read_adapter(directory, backbone.hidden_dim)
+    head_path = os.path.join(directory, adapterhub.HEAD_CONFIG_FILE)
+    if getattr(model, "heads", None) is not None and os.path.exists(head_path):
+        raise NotImplementedError(
+            f"{head_path}: AdapterHub prediction heads are not read yet; load the adapter "
+            "into the backbone alone.")
+    return config_path, name, config, None, tensors
+
+
 def load_adapter(model, directory, load_as=None):
-    """Add a task saved by `save_adapter` to `model`, exactly as it was saved.
+    """Add a task saved by `save_adapter`, or an AdapterHub adapter, to `model`.
+
+    A folder written by `save_adapter` is loaded exactly as it was saved.
+    An AdapterHub folder (`adapter_config.json` with `adapter.safetensors`
+    or `pytorch_adapter.bin`, from `adapters`' `save_adapter`) is read by
+    `saving.adapterhub`: its `double_seq_bn` adapters (and the same with
+    `mh_adapter=False`) compute here what they compute in AdapterHub, with
+    the pretrained layer norms; its head is not read yet.
 
     Args:
         model: an `AdapterModel` (the head is restored too), or any model
             holding an `AdapterBackbone` (the head, if saved, is ignored).
-        directory: str, a folder written by `save_adapter`.
+        directory: str, a folder written by `save_adapter` or AdapterHub.
         load_as: str or None, the name to give it; defaults to the saved name.
 
     Returns:
@@ -199,27 +272,35 @@ def load_adapter(model, directory, load_as=None):
     Raises:
         ValueError: naming the file and field, if the saved backbone identity
             (`hidden_dim`, `num_layers`, `vocabulary_size`,
-            `vocabulary_sha256`) differs from the model's, the name is taken,
-            or a tensor is missing or has the wrong shape. The model is left
-            unchanged when this is raised.
+            `vocabulary_sha256`; AdapterHub's `hidden_size`) differs from the
+            model's, the name is taken, a tensor is missing or has the wrong
+            shape, or an AdapterHub configuration is not supported (naming
+            the field and value). The model is left unchanged when this is
+            raised.
+        NotImplementedError: for an AdapterHub folder with a head, loaded
+            into a model with heads.
+
+    Example:
+
+    ```python
+    name = keras_adapters.load_adapter(backbone, "adapterhub/sst2")  # AdapterHub's folder
+    backbone.set_active_adapters(name)
+    ```
     """
-    config_path, config, tensors = _read_adapter(directory)
     backbone = find_adapter_backbone(model)
-    for field, value in backbone_identity(backbone).items():
-        saved = config["backbone"].get(field)
-        if saved != value:
-            raise ValueError(
-                f"{config_path}: field 'backbone.{field}' is {saved!r}, but this "
-                f"backbone has {value!r}: the adapter was trained on another backbone."
-            )
-    name = load_as or config["name"]
+    if adapterhub.is_adapterhub_folder(directory):
+        read = _read_adapterhub_adapter(directory, model, backbone)
+    else:
+        read = _read_own_adapter(directory, backbone)
+    config_path, saved_name, adapter_config, head, tensors = read
+    name = load_as or saved_name
     if name in backbone.adapter_configs:
         raise ValueError(f"{config_path}: an adapter named {name!r} already exists.")
-    backbone.add_adapter(name, AdapterConfig.from_dict(config["adapter_config"]))
+    backbone.add_adapter(name, adapter_config)
     heads = getattr(model, "heads", None)
     try:
-        if heads is not None and config["head"] is not None:
-            head_config = dict(config["head"], config=dict(config["head"]["config"]))
+        if heads is not None and head is not None:
+            head_config = dict(head, config=dict(head["config"]))
             head_config["config"]["name"] = f"head_{name}"
             model.add_head(name, keras.saving.deserialize_keras_object(head_config))
         targets = _adapter_tensors(model, name)

@@ -67,7 +67,7 @@ def from_pretrained(source=DEFAULT_CHECKPOINT, *, load_weights=True, dtype=None)
     backbone = converter.adapter_cls(**converter.backbone_kwargs(config, path), dtype=dtype)
     tokenizer = converter.tokenizer(path, config)
     if load_weights:
-        file, tensors = _read_tensors(path)
+        file, tensors = read_tensors(path)
         assign_hf_weights(backbone, tensors, config, file)
     return backbone, tokenizer
 
@@ -92,24 +92,33 @@ def _resolve(source):
         "(keras_hub.models.Backbone.presets lists them).")
 
 
-def _read_tensors(folder):
-    """`(file, {name: np.ndarray})` from model.safetensors, else pytorch_model.bin."""
-    file = os.path.join(folder, "model.safetensors")
+def read_tensors(folder, safetensors_name="model.safetensors", bin_name="pytorch_model.bin"):
+    """`(file, {name: np.ndarray})` from `safetensors_name` in `folder`, else `bin_name`.
+
+    A `.bin` file is a PyTorch pickle: it is read only through
+    `torch.load(..., weights_only=True)`, never unpickled otherwise.
+
+    Raises:
+        FileNotFoundError: naming the folder and both files, if neither exists.
+        ImportError: for a `.bin` file without PyTorch installed, saying to
+            install it or convert the file to safetensors.
+    """
+    file = os.path.join(folder, safetensors_name)
     if os.path.exists(file):
         from safetensors.numpy import load_file
 
         return file, load_file(file)
-    file = os.path.join(folder, "pytorch_model.bin")
+    file = os.path.join(folder, bin_name)
     if not os.path.exists(file):
         raise FileNotFoundError(
-            f"{folder!r} has neither model.safetensors nor pytorch_model.bin."
+            f"{folder!r} has neither {safetensors_name} nor {bin_name}."
         )
     try:
         import torch
     except ImportError as e:
         raise ImportError(
             f"Reading {file} needs PyTorch (`pip install torch`); or convert it "
-            "to model.safetensors."
+            f"to {safetensors_name}."
         ) from e
     state = torch.load(file, map_location="cpu", weights_only=True)
     return file, {

@@ -1,0 +1,257 @@
+"""AdapterHub adapter folders (`adapters` 1.3.0), read into this library's adapters.
+
+An AdapterHub folder, as `model.save_adapter(directory, name)` writes it:
+`adapter_config.json`, `{"config": {<BnConfig fields>}, "hidden_size",
+"model_type", "name", "version"}`, and the weights in `adapter.safetensors`
+or `pytorch_adapter.bin`, keyed like
+`bert.encoder.layer.<i>.output.adapters.<name>.adapter_down.0.weight`
+(PyTorch `Linear` weights are `(out, in)`: a Keras kernel is the transpose).
+
+Read so far: the bottleneck configurations whose dataflow this library
+computes, AdapterHub's `double_seq_bn` (Houlsby placement,
+`y = LN(h + A(h) + x)` after both the attention and the feed-forward output)
+and the same with `mh_adapter=False` (feed-forward only: our `"pfeiffer"`
+placement). Any field with a value that computes something else
+(`seq_bn`'s `original_ln_before=True`, `par_bn`'s `is_parallel`, `scaling`
+other than 1.0, gating, adapter layer norms...) raises an error naming the
+field and its value. Prediction heads (`head_config.json`) are not read yet.
+
+Written: the same configurations on BERT (`adapter_config.json` and
+`adapter.safetensors`; load them in AdapterHub with
+`load_adapter(directory, use_safetensors=True)`), for adapters that use the
+pretrained layer norms (`train_layer_norms=False`), as AdapterHub's do.
+"""
+
+import json
+import os
+import re
+
+import numpy as np
+
+from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.saving.checkpoints import read_tensors
+
+CONFIG_FILE = "adapter_config.json"
+HEAD_CONFIG_FILE = "head_config.json"
+WEIGHTS_FILES = ("adapter.safetensors", "pytorch_adapter.bin")
+
+# AdapterHub `non_linearity` -> `AdapterConfig.activation` (AdapterHub lowercases it;
+# "gelu" is the exact erf GELU, "gelu_new" the tanh one, "swish" is x * sigmoid(x)).
+ACTIVATIONS = {
+    "relu": "relu",
+    "gelu": "gelu",
+    "gelu_new": "gelu_approximate",
+    "swish": "silu",
+    "silu": "silu",
+    "tanh": "tanh",
+    "sigmoid": "sigmoid",
+}
+# Files without a "version" key predate `adapters`; their names meant otherwise.
+LEGACY_ACTIVATIONS = {"gelu": "gelu_new", "gelu_orig": "gelu"}
+
+# AdapterHub's `BnConfig` fields and defaults, as its adapter_config.json holds them
+# (`mh_adapter`, `output_adapter`, `reduction_factor`, `non_linearity` have none).
+BN_CONFIG_DEFAULTS = {
+    "original_ln_before": False, "original_ln_after": True, "residual_before_ln": True,
+    "adapter_residual_before_ln": False, "ln_before": False, "ln_after": False,
+    "init_weights": "bert", "init_weights_seed": None, "is_parallel": False, "scaling": 1.0,
+    "use_gating": False, "inv_adapter": None, "inv_adapter_reduction_factor": None,
+    "cross_adapter": False, "leave_out": [], "dropout": 0.0, "phm_layer": False, "phm_dim": 4,
+    "factorized_phm_W": True, "shared_W_phm": False, "shared_phm_rule": True,
+    "factorized_phm_rule": False, "phm_c_init": "normal", "phm_init_range": 0.0001,
+    "learn_phm": True, "hypercomplex_nonlinearity": "glorot-uniform", "phm_rank": 1,
+    "phm_bias": True, "stochastic_depth": 0.0,
+}
+# The fields that change what a loaded adapter computes, and the only value of
+# each that this library computes yet (the others set up training or PHM layers).
+COMPUTED = {field: BN_CONFIG_DEFAULTS[field] for field in (
+    "original_ln_before", "original_ln_after", "residual_before_ln",
+    "adapter_residual_before_ln", "ln_before", "ln_after", "is_parallel", "scaling",
+    "use_gating", "dropout", "stochastic_depth", "phm_layer", "inv_adapter", "cross_adapter")}
+READ = {"mh_adapter", "output_adapter", "reduction_factor", "non_linearity",
+        *BN_CONFIG_DEFAULTS}
+VERSION = "adapters.1.3.0"
+# Architectures this writes AdapterHub's format for: `Architecture.name` ->
+# (AdapterHub `model_type`, its `*AdapterModel` class, the base model's attribute).
+WRITTEN_ARCHITECTURES = {"bert": ("bert", "BertAdapterModel", "bert")}
+
+# Our weight key (`adapter_files` layout) for each part of an AdapterHub key.
+LOCATIONS = {"attention.output": "attention_adapter", "output": "feedforward_adapter"}
+PROJECTIONS = {"adapter_down.0": "down_projection", "adapter_up": "up_projection"}
+PARAMETERS = {"weight": "kernel", "bias": "bias"}
+
+
+def is_adapterhub_folder(directory):
+    """Whether `directory` holds an AdapterHub `adapter_config.json` (with a `"config"` field)."""
+    path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.exists(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        return "config" in json.load(f)
+
+
+def _field_error(path, field, value, why):
+    return ValueError(f"{path}: field 'config.{field}' is {value!r}: {why}.")
+
+
+def adapter_config(saved, path, hidden_dim):
+    """The `AdapterConfig` of an AdapterHub `adapter_config.json` dict.
+
+    Args:
+        saved: the file's dict.
+        path: str, the file (for errors).
+        hidden_dim: int, the backbone's hidden size.
+
+    Raises:
+        ValueError: naming the file, the field and its value, for a
+            configuration this library does not compute, or a hidden size
+            other than the backbone's.
+    """
+    config = saved["config"]
+    if saved.get("hidden_size", hidden_dim) != hidden_dim:
+        raise ValueError(f"{path}: field 'hidden_size' is {saved['hidden_size']}, but this "
+                         f"backbone has {hidden_dim}.")
+    for field, value in config.items():
+        if field in COMPUTED and value != COMPUTED[field]:
+            raise _field_error(path, field, value,
+                               f"not supported yet (only {COMPUTED[field]!r} is)")
+        if field not in READ:
+            raise _field_error(path, field, value, "unknown field")
+    if not config.get("output_adapter"):
+        raise _field_error(path, "output_adapter", config.get("output_adapter"),
+                           "an adapter after the attention output alone is not supported")
+    activation = str(config.get("non_linearity")).lower()
+    if "version" not in saved:
+        activation = LEGACY_ACTIVATIONS.get(activation, activation)
+    if activation not in ACTIVATIONS:
+        raise _field_error(path, "non_linearity", config.get("non_linearity"),
+                           f"expected one of {sorted(ACTIVATIONS)}")
+    factor = config.get("reduction_factor")
+    if isinstance(factor, dict):
+        if set(factor) != {"default"}:
+            raise _field_error(path, "reduction_factor", factor,
+                               "a size per layer is not supported yet")
+        factor = factor["default"]
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
+        raise _field_error(path, "reduction_factor", factor, "expected a positive number")
+    return AdapterConfig(
+        adapter_size=max(1, int(hidden_dim // factor)),  # AdapterHub's size.
+        activation=ACTIVATIONS[activation],
+        placement="houlsby" if config.get("mh_adapter") else "pfeiffer",
+        train_layer_norms=False,  # AdapterHub trains adapters and the head only.
+        leave_out=tuple(config.get("leave_out") or ()),
+    )
+
+
+def adapter_tensors(tensors, name, path):
+    """AdapterHub weights renamed to `adapter_files`' keys (`layer_<i>/<part>/<weight>`).
+
+    Raises:
+        ValueError: naming the file and the key, for a tensor that is not a
+            bottleneck adapter weight of adapter `name`.
+    """
+    key = re.compile(
+        rf"^(?:\w+\.)?encoder\.layer\.(\d+)\.({'|'.join(map(re.escape, LOCATIONS))})"
+        rf"\.adapters\.{re.escape(name)}\.({'|'.join(map(re.escape, PROJECTIONS))})"
+        rf"\.(weight|bias)$")
+    renamed = {}
+    for saved_key, value in tensors.items():
+        match = key.match(saved_key)
+        if match is None:
+            raise ValueError(f"{path}: tensor {saved_key!r} is not a weight of a bottleneck "
+                             f"adapter named {name!r} this library reads.")
+        layer, location, projection, parameter = match.groups()
+        ours = (f"layer_{layer}/{LOCATIONS[location]}/{PROJECTIONS[projection]}/"
+                f"{PARAMETERS[parameter]}")
+        renamed[ours] = value.T if parameter == "weight" else value
+    return renamed
+
+
+def read_adapter(directory, hidden_dim):
+    """An AdapterHub adapter folder as `(config_path, name, AdapterConfig, tensors)`.
+
+    `tensors` are keyed as `adapter_files` keys an adapter's weights.
+    Weights come from `adapter.safetensors`, else `pytorch_adapter.bin`
+    (through PyTorch, `weights_only=True`).
+
+    Raises:
+        ValueError: see `adapter_config` and `adapter_tensors`.
+        FileNotFoundError: if neither weights file exists.
+        ImportError: for a `.bin` file without PyTorch.
+    """
+    path = os.path.join(directory, CONFIG_FILE)
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    config = adapter_config(saved, path, hidden_dim)
+    file, tensors = read_tensors(directory, *WEIGHTS_FILES)
+    return path, saved["name"], config, adapter_tensors(tensors, saved["name"], file)
+
+
+# `AdapterConfig.activation` -> AdapterHub `non_linearity`.
+NON_LINEARITIES = {ours: theirs for theirs, ours in ACTIVATIONS.items() if theirs != "silu"}
+
+
+def _reduction_factor(adapter_size, hidden_dim):
+    """AdapterHub's `reduction_factor` for a bottleneck of `adapter_size`.
+
+    AdapterHub's size is `int(H // rf)`: `H / m` when m divides H; otherwise
+    `H / (m + 0.5)`, since `H // (H / m)` can round down to m - 1 (8 / 5).
+    """
+    if hidden_dim % adapter_size == 0:
+        return hidden_dim // adapter_size
+    return hidden_dim / (adapter_size + 0.5)
+
+
+def adapterhub_config(config, name, hidden_dim, architecture):
+    """AdapterHub's `adapter_config.json` dict for an `AdapterConfig.to_dict()`.
+
+    Raises:
+        ValueError: naming the field, for an adapter AdapterHub cannot hold:
+            one that trains its own layer norms (`train_layer_norms=True`;
+            AdapterHub's use the pretrained ones), an activation AdapterHub
+            lacks, or an architecture not written yet.
+    """
+    if architecture not in WRITTEN_ARCHITECTURES:
+        raise ValueError(f"Writing AdapterHub's format for a {architecture!r} backbone is not "
+                         f"supported yet (only {sorted(WRITTEN_ARCHITECTURES)}).")
+    if config["train_layer_norms"]:
+        raise ValueError(
+            f"Adapter {name!r} has train_layer_norms=True: it trains its own copies of the "
+            "layer norms, which AdapterHub's adapters cannot hold (they use the pretrained "
+            "ones). Train with AdapterConfig(train_layer_norms=False) to share it.")
+    if config["activation"] not in NON_LINEARITIES:
+        raise ValueError(f"Adapter {name!r} has activation {config['activation']!r}, which "
+                         f"AdapterHub lacks; expected one of {sorted(NON_LINEARITIES)}.")
+    model_type, model_class, _ = WRITTEN_ARCHITECTURES[architecture]
+    size = config["adapter_size"] or hidden_dim // config["reduction_factor"]
+    return {
+        "config": {
+            **BN_CONFIG_DEFAULTS,
+            "mh_adapter": config["placement"] == "houlsby",
+            "output_adapter": True,
+            "reduction_factor": _reduction_factor(size, hidden_dim),
+            "non_linearity": NON_LINEARITIES[config["activation"]],
+            "leave_out": list(config["leave_out"]),
+        },
+        "hidden_size": hidden_dim,
+        "model_class": model_class,
+        "model_name": "",
+        "model_type": model_type,
+        "name": name,
+        "version": VERSION,
+    }
+
+
+def adapterhub_tensors(tensors, name, architecture):
+    """`adapter_files`' adapter tensors renamed to AdapterHub's keys (kernels transposed)."""
+    prefix = WRITTEN_ARCHITECTURES[architecture][2]
+    names = [{ours: theirs for theirs, ours in table.items()}
+             for table in (LOCATIONS, PROJECTIONS, PARAMETERS)]
+    renamed = {}
+    for key, value in tensors.items():
+        layer, location, projection, parameter = key.split("/")
+        theirs = (f"{prefix}.encoder.layer.{layer.removeprefix('layer_')}."
+                  f"{names[0][location]}.adapters.{name}.{names[1][projection]}."
+                  f"{names[2][parameter]}")
+        renamed[theirs] = np.ascontiguousarray(value.T if parameter == "kernel" else value)
+    return renamed

@@ -1,0 +1,176 @@
+"""AdapterHub adapter folders: written by `adapters` 1.3.0, loaded here, the same outputs.
+
+A subprocess (PyTorch, transformers and adapters; they clash with
+TensorFlow in one process) puts random adapters on a tiny random BERT,
+saves them in AdapterHub's format and records the model's outputs.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_adapters import AdapterConfig, from_pretrained, load_adapter, save_adapter
+from tests.helpers import tiny_hf_tensors, write_hf_folder
+
+_ADAPTERHUB_SCRIPT = """
+import json, sys
+import torch, adapters
+from adapters import BnConfig, DoubleSeqBnConfig
+
+args = json.load(sys.stdin)
+CONFIGS = {
+    "houlsby": DoubleSeqBnConfig(reduction_factor=2, non_linearity="gelu"),
+    "houlsby_swish": DoubleSeqBnConfig(reduction_factor={"default": 4}),
+    "feedforward_gelu_new": BnConfig(mh_adapter=False, output_adapter=True, reduction_factor=2,
+                                     non_linearity="gelu_new", original_ln_before=False,
+                                     leave_out=[0]),
+    "bin_relu": DoubleSeqBnConfig(reduction_factor=2, non_linearity="relu"),
+}
+model = adapters.BertAdapterModel.from_pretrained(args["folder"]).eval()
+ids = torch.tensor(args["token_ids"])
+mask = torch.tensor(args["padding_mask"])
+outputs = {}
+for name, config in CONFIGS.items():
+    model.add_adapter(name, config=config)
+    torch.manual_seed(len(outputs))
+    with torch.no_grad():
+        for key, value in model.named_parameters():
+            if f".adapters.{name}." in key:
+                value.normal_(0.0, 0.5)  # Far from the identity, so a mistake shows.
+    model.save_adapter(f"{args['root']}/{name}", name, use_safetensors=not name.startswith("bin"))
+    model.set_active_adapters(name)
+    with torch.no_grad():
+        outputs[name] = model.bert(input_ids=ids, attention_mask=mask).last_hidden_state.tolist()
+json.dump(outputs, sys.stdout)
+"""
+
+TOKEN_IDS = [[2, 5, 6, 7, 8, 9, 3], [2, 10, 11, 3, 0, 0, 0]]
+PADDING_MASK = [[1] * 7, [1, 1, 1, 1, 0, 0, 0]]
+
+
+@pytest.fixture(scope="module")
+def adapterhub(tmp_path_factory):
+    """`(tiny BERT folder, adapters root, {adapter: AdapterHub's last hidden state})`."""
+    if importlib.util.find_spec("adapters") is None:
+        pytest.skip("adapters is not installed (the test extra installs it)")
+    root = tmp_path_factory.mktemp("adapterhub")
+    folder = write_hf_folder(root / "bert", tiny_hf_tensors())
+    outputs = _in_adapterhub(_ADAPTERHUB_SCRIPT, folder=folder, root=str(root))
+    return folder, root, {name: np.array(v) for name, v in outputs.items()}
+
+
+def _in_adapterhub(script, **args):
+    """Run `script` with `args` (and the inputs) as JSON on stdin; returns its JSON output."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    payload = {**args, "token_ids": TOKEN_IDS, "padding_mask": PADDING_MASK}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=300, input=json.dumps(payload))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("name", ["houlsby", "houlsby_swish", "feedforward_gelu_new", "bin_relu"])
+def test_adapterhub_adapters_compute_here_what_they_compute_there(adapterhub, name):
+    folder, root, expected = adapterhub
+    backbone, _ = from_pretrained(folder)
+    plain = np.asarray(backbone(_inputs())["sequence_output"])
+    assert load_adapter(backbone, str(root / name)) == name
+    backbone.set_active_adapters(name)
+    actual = np.asarray(backbone(_inputs())["sequence_output"])
+    mask = np.array(PADDING_MASK, bool)
+    np.testing.assert_allclose(actual[mask], expected[name][mask], rtol=0, atol=1e-5)
+    assert np.abs(actual - plain)[mask].max() > 0.1  # The adapter changes the outputs.
+
+
+def _inputs():
+    return {"token_ids": np.array(TOKEN_IDS, "int32"),
+            "segment_ids": np.zeros((2, 7), "int32"),
+            "padding_mask": np.array(PADDING_MASK, "int32")}
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("original_ln_before", True, r"'config\.original_ln_before' is True: not supported yet"),
+    ("is_parallel", True, r"'config\.is_parallel' is True: not supported yet"),
+    ("scaling", "learned", r"'config\.scaling' is 'learned': not supported yet"),
+    ("non_linearity", "leakyrelu", r"'config\.non_linearity' is 'leakyrelu': expected one of"),
+    ("reduction_factor", {"0": 2, "default": 4},
+     r"'config\.reduction_factor' is .*: a size per layer is not supported yet"),
+    ("reduction_factor", "16", r"'config\.reduction_factor' is '16': expected a positive"),
+    ("mystery", 1, r"'config\.mystery' is 1: unknown field"),
+])
+def test_unsupported_adapterhub_configurations_name_the_field(adapterhub, tmp_path, field, value,
+                                                               message):
+    folder, root, _ = adapterhub
+    saved = json.loads((root / "houlsby" / "adapter_config.json").read_text())
+    saved["config"][field] = value
+    (tmp_path / "adapter_config.json").write_text(json.dumps(saved))
+    backbone, _ = from_pretrained(folder)
+    with pytest.raises(ValueError, match=message):
+        load_adapter(backbone, str(tmp_path))
+    assert backbone.adapter_configs == {}
+
+
+_LOAD_IN_ADAPTERHUB = """
+import json, sys
+import torch, adapters
+
+args = json.load(sys.stdin)
+model = adapters.BertAdapterModel.from_pretrained(args["folder"]).eval()
+outputs = {}
+for name, directory in args["adapters"].items():
+    assert model.load_adapter(directory, use_safetensors=True) == name
+    model.set_active_adapters(name)
+    with torch.no_grad():
+        outputs[name] = model.bert(input_ids=torch.tensor(args["token_ids"]),
+                                   attention_mask=torch.tensor(args["padding_mask"]),
+                                   ).last_hidden_state.tolist()
+json.dump(outputs, sys.stdout)
+"""
+
+# Ours, saved for AdapterHub: a size that does not divide the hidden size (8 // (8 / 5)
+# is 4), the tanh GELU; feed-forward only with SiLU ("swish") and a layer left out.
+OURS = {
+    "ours_houlsby": AdapterConfig(adapter_size=5, activation="gelu_approximate",
+                                  train_layer_norms=False),
+    "ours_feedforward": AdapterConfig(reduction_factor=2, placement="pfeiffer",
+                                      activation="silu", train_layer_norms=False,
+                                      leave_out=(1,)),
+}
+
+
+def test_adapters_saved_for_adapterhub_compute_there_what_they_compute_here(adapterhub,
+                                                                            tmp_path):
+    folder, _, _ = adapterhub
+    backbone, _ = from_pretrained(folder)
+    rng = np.random.default_rng(0)
+    expected, directories = {}, {}
+    for name, config in OURS.items():
+        backbone.add_adapter(name, config, set_active=True)
+        for part in backbone.layer_adapters(name).values():
+            for weight in part.weights:
+                weight.assign(rng.normal(0.0, 0.5, weight.shape).astype("float32"))
+        expected[name] = np.asarray(backbone(_inputs())["sequence_output"])
+        directories[name] = str(tmp_path / name)
+        save_adapter(backbone, directories[name], name, format="adapterhub")
+    actual = _in_adapterhub(_LOAD_IN_ADAPTERHUB, folder=folder, adapters=directories)
+    mask = np.array(PADDING_MASK, bool)
+    for name in OURS:
+        np.testing.assert_allclose(np.array(actual[name])[mask], expected[name][mask], rtol=0,
+                                   atol=1e-5, err_msg=name)
+
+
+def test_adapters_adapterhub_cannot_hold_are_refused_by_name(adapterhub, tmp_path):
+    backbone, _ = from_pretrained(adapterhub[0])
+    backbone.add_adapter("own_layer_norms", AdapterConfig(adapter_size=2))
+    with pytest.raises(ValueError, match="'own_layer_norms' has train_layer_norms=True"):
+        save_adapter(backbone, str(tmp_path / "a"), "own_layer_norms", format="adapterhub")
+    backbone.add_adapter("elu", AdapterConfig(adapter_size=2, activation="elu",
+                                              train_layer_norms=False))
+    with pytest.raises(ValueError, match="activation 'elu', which AdapterHub lacks"):
+        save_adapter(backbone, str(tmp_path / "b"), "elu", format="adapterhub")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
