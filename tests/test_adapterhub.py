@@ -14,8 +14,15 @@ import sys
 import numpy as np
 import pytest
 
-from keras_adapters import AdapterConfig, from_pretrained, load_adapter, save_adapter
-from tests.helpers import tiny_hf_tensors, write_hf_folder
+from keras_adapters import (
+    AdapterConfig,
+    AdapterModel,
+    ClassificationHead,
+    from_pretrained,
+    load_adapter,
+    save_adapter,
+)
+from tests.helpers import run_serialization_test, tiny_hf_tensors, write_hf_folder
 
 _ADAPTERHUB_SCRIPT = """
 import json, sys
@@ -31,21 +38,30 @@ CONFIGS = {
                                      leave_out=[0]),
     "bin_relu": DoubleSeqBnConfig(reduction_factor=2, non_linearity="relu"),
 }
+# AdapterHub's default head (2 layers, tanh, first token); a one-label regression
+# head on BERT's pooler; a 3-layer ReLU head.
+HEADS = {"houlsby": dict(num_labels=3),
+         "houlsby_swish": dict(num_labels=1, layers=1, use_pooler=True),
+         "bin_relu": dict(num_labels=2, layers=3, activation_function="relu")}
 model = adapters.BertAdapterModel.from_pretrained(args["folder"]).eval()
 ids = torch.tensor(args["token_ids"])
 mask = torch.tensor(args["padding_mask"])
 outputs = {}
 for name, config in CONFIGS.items():
     model.add_adapter(name, config=config)
+    if name in HEADS:
+        model.add_classification_head(name, **HEADS[name])
     torch.manual_seed(len(outputs))
     with torch.no_grad():
         for key, value in model.named_parameters():
-            if f".adapters.{name}." in key:
+            if f".adapters.{name}." in key or key.startswith(f"heads.{name}."):
                 value.normal_(0.0, 0.5)  # Far from the identity, so a mistake shows.
     model.save_adapter(f"{args['root']}/{name}", name, use_safetensors=not name.startswith("bin"))
     model.set_active_adapters(name)
     with torch.no_grad():
-        outputs[name] = model.bert(input_ids=ids, attention_mask=mask).last_hidden_state.tolist()
+        result = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    outputs[name] = {"hidden": result.hidden_states[-1].tolist(),
+                     "logits": result.logits.tolist() if name in HEADS else None}
 json.dump(outputs, sys.stdout)
 """
 
@@ -61,7 +77,7 @@ def adapterhub(tmp_path_factory):
     root = tmp_path_factory.mktemp("adapterhub")
     folder = write_hf_folder(root / "bert", tiny_hf_tensors())
     outputs = _in_adapterhub(_ADAPTERHUB_SCRIPT, folder=folder, root=str(root))
-    return folder, root, {name: np.array(v) for name, v in outputs.items()}
+    return folder, root, outputs
 
 
 def _in_adapterhub(script, **args):
@@ -79,12 +95,36 @@ def test_adapterhub_adapters_compute_here_what_they_compute_there(adapterhub, na
     folder, root, expected = adapterhub
     backbone, _ = from_pretrained(folder)
     plain = np.asarray(backbone(_inputs())["sequence_output"])
-    assert load_adapter(backbone, str(root / name)) == name
-    backbone.set_active_adapters(name)
+    model = AdapterModel(backbone)
+    assert model.load_adapter(str(root / name), set_active=True) == name
     actual = np.asarray(backbone(_inputs())["sequence_output"])
     mask = np.array(PADDING_MASK, bool)
-    np.testing.assert_allclose(actual[mask], expected[name][mask], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(actual[mask], np.array(expected[name]["hidden"])[mask], rtol=0,
+                               atol=1e-5)
     assert np.abs(actual - plain)[mask].max() > 0.1  # The adapter changes the outputs.
+    if expected[name]["logits"] is not None:  # The head, too.
+        np.testing.assert_allclose(np.asarray(model(_inputs())), expected[name]["logits"],
+                                   rtol=0, atol=1e-5)
+    else:
+        assert name not in model.heads
+
+
+def test_a_model_with_an_adapterhub_head_round_trips_through_keras_files(adapterhub, tmp_path):
+    backbone, _ = from_pretrained(adapterhub[0])
+    model = AdapterModel(backbone)
+    model.load_adapter(str(adapterhub[1] / "bin_relu"), set_active=True)  # A 3-layer ReLU head.
+    head = model.heads["bin_relu"]
+    assert (head.layers, head.activation, head.use_pooler) == (3, "relu", False)
+    run_serialization_test(model, _inputs(), tmp_path / "model.keras")
+
+
+def test_an_adapterhub_head_is_ignored_when_loading_into_a_backbone(adapterhub):
+    folder, root, expected = adapterhub
+    backbone, _ = from_pretrained(folder)
+    assert load_adapter(backbone, str(root / "houlsby")) == "houlsby"
+    backbone.set_active_adapters("houlsby")
+    np.testing.assert_allclose(np.asarray(backbone(_inputs())["sequence_output"])[0],
+                               np.array(expected["houlsby"]["hidden"])[0], rtol=0, atol=1e-5)
 
 
 def _inputs():
@@ -126,9 +166,11 @@ for name, directory in args["adapters"].items():
     assert model.load_adapter(directory, use_safetensors=True) == name
     model.set_active_adapters(name)
     with torch.no_grad():
-        outputs[name] = model.bert(input_ids=torch.tensor(args["token_ids"]),
-                                   attention_mask=torch.tensor(args["padding_mask"]),
-                                   ).last_hidden_state.tolist()
+        result = model(input_ids=torch.tensor(args["token_ids"]),
+                       attention_mask=torch.tensor(args["padding_mask"]),
+                       output_hidden_states=True)
+    outputs[name] = {"hidden": result.hidden_states[-1].tolist(),
+                     "logits": result.logits.tolist()}
 json.dump(outputs, sys.stdout)
 """
 
@@ -143,25 +185,37 @@ OURS = {
 }
 
 
+OUR_HEADS = {  # AdapterHub's default shape, and ours: one dense layer on the pooler.
+    "ours_houlsby": dict(num_classes=3, layers=2, use_pooler=False),
+    "ours_feedforward": dict(num_classes=1),
+}
+
+
 def test_adapters_saved_for_adapterhub_compute_there_what_they_compute_here(adapterhub,
                                                                             tmp_path):
     folder, _, _ = adapterhub
     backbone, _ = from_pretrained(folder)
+    model = AdapterModel(backbone)
     rng = np.random.default_rng(0)
     expected, directories = {}, {}
     for name, config in OURS.items():
-        backbone.add_adapter(name, config, set_active=True)
-        for part in backbone.layer_adapters(name).values():
-            for weight in part.weights:
-                weight.assign(rng.normal(0.0, 0.5, weight.shape).astype("float32"))
-        expected[name] = np.asarray(backbone(_inputs())["sequence_output"])
+        model.add_adapter(name, config)
+        model.add_head(name, ClassificationHead(**OUR_HEADS[name], name=f"head_{name}"))
+        model.set_active_adapters(name)
+        weights = [w for part in backbone.layer_adapters(name).values() for w in part.weights]
+        for weight in weights + model.heads[name].weights:
+            weight.assign(rng.normal(0.0, 0.5, weight.shape).astype("float32"))
+        expected[name] = (np.asarray(backbone(_inputs())["sequence_output"]),
+                          np.asarray(model(_inputs())))
         directories[name] = str(tmp_path / name)
-        save_adapter(backbone, directories[name], name, format="adapterhub")
+        save_adapter(model, directories[name], name, format="adapterhub")
     actual = _in_adapterhub(_LOAD_IN_ADAPTERHUB, folder=folder, adapters=directories)
     mask = np.array(PADDING_MASK, bool)
-    for name in OURS:
-        np.testing.assert_allclose(np.array(actual[name])[mask], expected[name][mask], rtol=0,
+    for name, (hidden, logits) in expected.items():
+        np.testing.assert_allclose(np.array(actual[name]["hidden"])[mask], hidden[mask], rtol=0,
                                    atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(actual[name]["logits"], logits, rtol=0, atol=1e-5,
+                                   err_msg=name)
 
 
 def test_adapters_adapterhub_cannot_hold_are_refused_by_name(adapterhub, tmp_path):

@@ -148,9 +148,12 @@ class AdapterModel(keras.Model):
 
         return ParallelAdapterModel(self, names, drop_first_n)
 
-    def save_adapter(self, directory, name):
-        """Write task `name`'s adapter, layer norms and head; see `adapter_weights.save_adapter`."""
-        adapter_weights.save_adapter(self, directory, name)
+    def save_adapter(self, directory, name, format="keras_adapters"):
+        """Write task `name`'s adapter, layer norms and head; see `adapter_weights.save_adapter`.
+
+        `format="adapterhub"` writes AdapterHub's format.
+        """
+        adapter_weights.save_adapter(self, directory, name, format=format)
 
     def load_adapter(self, directory, load_as=None, set_active=False):
         """Add a task saved by `save_adapter`; see `adapter_weights.load_adapter`.

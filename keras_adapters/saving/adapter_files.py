@@ -14,6 +14,7 @@ import numpy as np
 import safetensors.numpy
 
 from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.layers.heads import ClassificationHead
 from keras_adapters.models.adapter_backbone import adapter_backbone_class
 from keras_adapters.models.freezing import find_adapter_backbone
 from keras_adapters.saving import adapterhub
@@ -148,9 +149,10 @@ def save_adapter(model, directory, name, format="keras_adapters"):
     atomically. For all-MiniLM-L6-v2 with adapter_size 64 it holds about
     2.4 MB, against 91 MB for the backbone.
 
-    With `format="adapterhub"`, writes AdapterHub's `adapter_config.json` and
-    `adapter.safetensors` instead (`saving.adapterhub`; BERT backbones,
-    adapters with `train_layer_norms=False`, no head yet), which `adapters`
+    With `format="adapterhub"`, writes AdapterHub's `adapter_config.json`,
+    `adapter.safetensors` and, for a `ClassificationHead`, `head_config.json`
+    and `model_head.safetensors` instead (`saving.adapterhub`; BERT
+    backbones, adapters with `train_layer_norms=False`), which `adapters`
     1.3.0 loads with `model.load_adapter(directory, use_safetensors=True)`.
 
     Args:
@@ -162,8 +164,8 @@ def save_adapter(model, directory, name, format="keras_adapters"):
 
     Raises:
         ValueError: if there is no adapter `name`, for an unknown `format`,
-            or for an adapter AdapterHub's format cannot hold (naming why).
-        NotImplementedError: for `format="adapterhub"` and a task with a head.
+            or for an adapter or head AdapterHub's format cannot hold (naming
+            why).
 
     Example:
 
@@ -195,20 +197,25 @@ def save_adapter(model, directory, name, format="keras_adapters"):
 
 def _save_adapterhub(backbone, directory, name, tensors, head):
     """`save_adapter(..., format="adapterhub")` once the tensors are read."""
-    if head is not None:
-        raise NotImplementedError(
-            f"Task {name!r} has a head; writing AdapterHub heads is not supported yet. Save "
-            "the adapter from the backbone alone.")
     architecture = adapter_backbone_class(backbone).architecture.name
-    config = adapterhub.adapterhub_config(backbone.adapter_configs[name], name,
-                                          backbone.hidden_dim, architecture)
-    weights = adapterhub.adapterhub_tensors(tensors, name, architecture)
+    adapter = {key: value for key, value in tensors.items() if not key.startswith("head/")}
+    files = {adapterhub.CONFIG_FILE: adapterhub.adapterhub_config(  # Checks it can be written.
+        backbone.adapter_configs[name], name, backbone.hidden_dim, architecture)}
+    files[adapterhub.WEIGHTS_FILES[0]] = adapterhub.adapterhub_tensors(adapter, name,
+                                                                       architecture)
+    if head is not None:
+        head_config, head_tensors = adapterhub.adapterhub_head(head, name, backbone.hidden_dim,
+                                                               architecture)
+        files[adapterhub.HEAD_CONFIG_FILE] = head_config
+        files[adapterhub.HEAD_WEIGHTS_FILES[0]] = head_tensors
     with atomic_path(directory) as temporary:
         os.makedirs(temporary)
-        safetensors.numpy.save_file(weights, os.path.join(temporary,
-                                                          adapterhub.WEIGHTS_FILES[0]))
-        with open(os.path.join(temporary, adapterhub.CONFIG_FILE), "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2, sort_keys=True)
+        for file, content in files.items():
+            if file.endswith(".json"):
+                with open(os.path.join(temporary, file), "w", encoding="utf-8") as f:
+                    json.dump(content, f, indent=2, sort_keys=True)
+            else:
+                safetensors.numpy.save_file(content, os.path.join(temporary, file))
 
 
 def _read_adapter(directory):
@@ -239,15 +246,16 @@ def _read_own_adapter(directory, backbone):
             config["head"], tensors)
 
 
-def _read_adapterhub_adapter(directory, model, backbone):
-    """An AdapterHub folder as `_read_own_adapter` gives ours (no head yet)."""
+def _read_adapterhub_adapter(directory, backbone):
+    """An AdapterHub folder as `_read_own_adapter` gives ours."""
     config_path, name, config, tensors = adapterhub.read_adapter(directory, backbone.hidden_dim)
-    head_path = os.path.join(directory, adapterhub.HEAD_CONFIG_FILE)
-    if getattr(model, "heads", None) is not None and os.path.exists(head_path):
-        raise NotImplementedError(
-            f"{head_path}: AdapterHub prediction heads are not read yet; load the adapter "
-            "into the backbone alone.")
-    return config_path, name, config, None, tensors
+    head = adapterhub.read_head(directory, name, dropout=getattr(backbone, "dropout", 0.1))
+    if head is None:
+        return config_path, name, config, None, tensors
+    arguments, head_tensors = head
+    layer = ClassificationHead(**arguments, dtype=backbone.dtype_policy)
+    return (config_path, name, config, keras.saving.serialize_keras_object(layer),
+            {**tensors, **head_tensors})
 
 
 def load_adapter(model, directory, load_as=None):
@@ -258,7 +266,8 @@ def load_adapter(model, directory, load_as=None):
     or `pytorch_adapter.bin`, from `adapters`' `save_adapter`) is read by
     `saving.adapterhub`: its `double_seq_bn` adapters (and the same with
     `mh_adapter=False`) compute here what they compute in AdapterHub, with
-    the pretrained layer norms; its head is not read yet.
+    the pretrained layer norms, and its classification or regression head
+    becomes a `ClassificationHead`.
 
     Args:
         model: an `AdapterModel` (the head is restored too), or any model
@@ -277,8 +286,6 @@ def load_adapter(model, directory, load_as=None):
             shape, or an AdapterHub configuration is not supported (naming
             the field and value). The model is left unchanged when this is
             raised.
-        NotImplementedError: for an AdapterHub folder with a head, loaded
-            into a model with heads.
 
     Example:
 
@@ -289,10 +296,12 @@ def load_adapter(model, directory, load_as=None):
     """
     backbone = find_adapter_backbone(model)
     if adapterhub.is_adapterhub_folder(directory):
-        read = _read_adapterhub_adapter(directory, model, backbone)
+        read = _read_adapterhub_adapter(directory, backbone)
     else:
         read = _read_own_adapter(directory, backbone)
     config_path, saved_name, adapter_config, head, tensors = read
+    if head is None or getattr(model, "heads", None) is None:
+        tensors = {key: value for key, value in tensors.items() if not key.startswith("head/")}
     name = load_as or saved_name
     if name in backbone.adapter_configs:
         raise ValueError(f"{config_path}: an adapter named {name!r} already exists.")

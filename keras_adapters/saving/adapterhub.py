@@ -14,12 +14,14 @@ and the same with `mh_adapter=False` (feed-forward only: our `"pfeiffer"`
 placement). Any field with a value that computes something else
 (`seq_bn`'s `original_ln_before=True`, `par_bn`'s `is_parallel`, `scaling`
 other than 1.0, gating, adapter layer norms...) raises an error naming the
-field and its value. Prediction heads (`head_config.json`) are not read yet.
+field and its value. A classification head (`head_config.json` with
+`model_head.safetensors` or `pytorch_model_head.bin`; regression is one
+label) becomes a `ClassificationHead` with AdapterHub's `layers`,
+`activation_function`, `use_pooler` and dropout.
 
-Written: the same configurations on BERT (`adapter_config.json` and
-`adapter.safetensors`; load them in AdapterHub with
-`load_adapter(directory, use_safetensors=True)`), for adapters that use the
-pretrained layer norms (`train_layer_norms=False`), as AdapterHub's do.
+Written: the same configurations and heads on BERT (load them in AdapterHub
+with `load_adapter(directory, use_safetensors=True)`), for adapters that use
+the pretrained layer norms (`train_layer_norms=False`), as AdapterHub's do.
 """
 
 import json
@@ -29,11 +31,13 @@ import re
 import numpy as np
 
 from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.layers.heads import ClassificationHead
 from keras_adapters.saving.checkpoints import read_tensors
 
 CONFIG_FILE = "adapter_config.json"
-HEAD_CONFIG_FILE = "head_config.json"
 WEIGHTS_FILES = ("adapter.safetensors", "pytorch_adapter.bin")
+HEAD_CONFIG_FILE = "head_config.json"
+HEAD_WEIGHTS_FILES = ("model_head.safetensors", "pytorch_model_head.bin")
 
 # AdapterHub `non_linearity` -> `AdapterConfig.activation` (AdapterHub lowercases it;
 # "gelu" is the exact erf GELU, "gelu_new" the tanh one, "swish" is x * sigmoid(x)).
@@ -255,3 +259,121 @@ def adapterhub_tensors(tensors, name, architecture):
                   f"{names[2][parameter]}")
         renamed[theirs] = np.ascontiguousarray(value.T if parameter == "kernel" else value)
     return renamed
+
+
+# AdapterHub `ClassificationHead` config fields this library's `ClassificationHead` holds.
+HEAD_FIELDS = {"head_type", "num_labels", "layers", "activation_function", "label2id",
+               "use_pooler", "bias", "dropout_prob"}
+
+
+def head_layer_config(saved, path, dropout):
+    """`ClassificationHead` arguments for an AdapterHub `head_config.json` dict.
+
+    Args:
+        saved: the file's dict.
+        path: str, the file (for errors).
+        dropout: float, the rate AdapterHub falls back on when `dropout_prob`
+            is null (the checkpoint's `hidden_dropout_prob`).
+
+    Raises:
+        ValueError: naming the file, the field and its value, for a head
+            other than a classification (or one-label regression) head with
+            biases and an activation.
+    """
+    config = saved["config"]
+    for field, value in config.items():
+        if field not in HEAD_FIELDS:
+            raise ValueError(f"{path}: field 'config.{field}' is {value!r}: unknown field.")
+    if config.get("head_type") != "classification":
+        raise ValueError(f"{path}: field 'config.head_type' is {config.get('head_type')!r}: "
+                         "only 'classification' (regression with num_labels 1) is read yet.")
+    if config.get("bias", True) is not True:
+        raise ValueError(f"{path}: field 'config.bias' is {config['bias']!r}: not supported.")
+    activation = str(config.get("activation_function")).lower()
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{path}: field 'config.activation_function' is "
+                         f"{config.get('activation_function')!r}: expected one of "
+                         f"{sorted(ACTIVATIONS)}.")
+    return {
+        "num_classes": config["num_labels"],
+        "dropout": dropout if config.get("dropout_prob") is None else config["dropout_prob"],
+        "layers": config.get("layers", 2),
+        "activation": ACTIVATIONS[activation],
+        "use_pooler": config.get("use_pooler", False),
+    }
+
+
+def read_head(directory, name, dropout):
+    """An AdapterHub folder's head as `(ClassificationHead arguments, tensors)`, or None.
+
+    None when the folder has no `head_config.json`. `tensors` are keyed
+    `head/<dense>/<weight>`, as `adapter_files` keys a head's weights.
+
+    Raises:
+        ValueError: see `head_layer_config` and `head_tensors`.
+    """
+    path = os.path.join(directory, HEAD_CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        arguments = head_layer_config(json.load(f), path, dropout)
+    file, tensors = read_tensors(directory, *HEAD_WEIGHTS_FILES)
+    return arguments, head_tensors(tensors, name, arguments["layers"], file)
+
+
+def _head_denses(layers):
+    """`{AdapterHub Sequential index: our Dense name}` for a `layers`-layer head.
+
+    Each hidden block is (dropout, linear, activation), the last one
+    (dropout, linear): linear `i` sits at index `3 * i + 1`.
+    """
+    return {3 * i + 1: f"hidden_dense_{i}" if i < layers - 1 else "output_dense"
+            for i in range(layers)}
+
+
+def head_tensors(tensors, name, layers, path):
+    """AdapterHub head weights (`heads.<name>.<index>.weight`) as `head/<dense>/<weight>` keys."""
+    ours = _head_denses(layers)
+    key = re.compile(rf"^heads\.{re.escape(name)}\.(\d+)\.(weight|bias)$")
+    renamed = {}
+    for saved_key, value in tensors.items():
+        match = key.match(saved_key)
+        if match is None or int(match.group(1)) not in ours:
+            raise ValueError(f"{path}: tensor {saved_key!r} is not a weight of a "
+                             f"{layers}-layer classification head named {name!r}.")
+        index, parameter = int(match.group(1)), match.group(2)
+        renamed[f"head/{ours[index]}/{PARAMETERS[parameter]}"] = (
+            value.T if parameter == "weight" else value)
+    return renamed
+
+
+def adapterhub_head(head, name, hidden_dim, architecture):
+    """AdapterHub's `(head_config.json dict, head tensors)` for a `ClassificationHead`.
+
+    Raises:
+        ValueError: for another kind of head, or an activation AdapterHub lacks.
+    """
+    if type(head) is not ClassificationHead:
+        raise ValueError(f"Task {name!r} has a {type(head).__name__}; only a "
+                         "ClassificationHead is written in AdapterHub's format.")
+    if head.activation not in NON_LINEARITIES:
+        raise ValueError(f"Task {name!r}'s head has activation {head.activation!r}, which "
+                         f"AdapterHub lacks; expected one of {sorted(NON_LINEARITIES)}.")
+    model_type, model_class, _ = WRITTEN_ARCHITECTURES[architecture]
+    config = {
+        "config": {
+            "head_type": "classification", "num_labels": head.num_classes,
+            "layers": head.layers, "activation_function": NON_LINEARITIES[head.activation],
+            "label2id": {f"LABEL_{i}": i for i in range(head.num_classes)},
+            "use_pooler": head.use_pooler, "bias": True, "dropout_prob": head.dropout,
+        },
+        "hidden_size": hidden_dim, "model_class": model_class, "model_name": "",
+        "model_type": model_type, "name": name, "version": VERSION,
+    }
+    denses = {dense: index for index, dense in _head_denses(head.layers).items()}
+    tensors = {}
+    for dense in [*head.hidden_dense, head.output_dense]:
+        index = denses[dense.name]
+        tensors[f"heads.{name}.{index}.weight"] = np.ascontiguousarray(dense.kernel.numpy().T)
+        tensors[f"heads.{name}.{index}.bias"] = dense.bias.numpy()
+    return config, tensors
