@@ -136,9 +136,10 @@ def test_adapter_config_sizes_and_adapterhub_names():
     config = AdapterConfig(reduction_factor=16)  # One size field is enough.
     assert (config.adapter_size, config.reduction_factor) == (None, 16)
     assert AdapterConfig(placement="double_seq_bn").placement == "houlsby"  # Same dataflow.
-    for name in ("seq_bn", "par_bn"):
-        with pytest.raises(ValueError, match=f"placement '{name}'"):
-            AdapterConfig(placement=name)
+    seq_bn = AdapterConfig(placement="seq_bn")
+    assert (seq_bn.placement, seq_bn.original_ln_before) == ("pfeiffer", True)
+    with pytest.raises(ValueError, match="placement 'par_bn'"):
+        AdapterConfig(placement="par_bn")
 
 
 @pytest.mark.parametrize("layer_cls, init_kwargs", [

@@ -27,7 +27,7 @@ from tests.helpers import run_serialization_test, tiny_hf_tensors, write_hf_fold
 _ADAPTERHUB_SCRIPT = """
 import json, sys
 import torch, adapters
-from adapters import BnConfig, DoubleSeqBnConfig
+from adapters import BnConfig, DoubleSeqBnConfig, SeqBnConfig
 
 args = json.load(sys.stdin)
 CONFIGS = {
@@ -37,12 +37,15 @@ CONFIGS = {
                                      non_linearity="gelu_new", original_ln_before=False,
                                      leave_out=[0]),
     "bin_relu": DoubleSeqBnConfig(reduction_factor=2, non_linearity="relu"),
+    "seq_bn": SeqBnConfig(reduction_factor=2),
+    "double_ln_before": DoubleSeqBnConfig(reduction_factor=2, original_ln_before=True),
 }
 # AdapterHub's default head (2 layers, tanh, first token); a one-label regression
 # head on BERT's pooler; a 3-layer ReLU head.
 HEADS = {"houlsby": dict(num_labels=3),
          "houlsby_swish": dict(num_labels=1, layers=1, use_pooler=True),
-         "bin_relu": dict(num_labels=2, layers=3, activation_function="relu")}
+         "bin_relu": dict(num_labels=2, layers=3, activation_function="relu"),
+         "seq_bn": dict(num_labels=2)}
 model = adapters.BertAdapterModel.from_pretrained(args["folder"]).eval()
 ids = torch.tensor(args["token_ids"])
 mask = torch.tensor(args["padding_mask"])
@@ -90,7 +93,8 @@ def _in_adapterhub(script, **args):
     return json.loads(result.stdout)
 
 
-@pytest.mark.parametrize("name", ["houlsby", "houlsby_swish", "feedforward_gelu_new", "bin_relu"])
+@pytest.mark.parametrize("name", ["houlsby", "houlsby_swish", "feedforward_gelu_new", "bin_relu",
+                                  "seq_bn", "double_ln_before"])
 def test_adapterhub_adapters_compute_here_what_they_compute_there(adapterhub, name):
     folder, root, expected = adapterhub
     backbone, _ = from_pretrained(folder)
@@ -134,7 +138,8 @@ def _inputs():
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("original_ln_before", True, r"'config\.original_ln_before' is True: not supported yet"),
+    ("residual_before_ln", False, r"'config\.residual_before_ln' is False: not supported yet"),
+    ("original_ln_after", False, r"'config\.original_ln_after' is False: not supported yet"),
     ("is_parallel", True, r"'config\.is_parallel' is True: not supported yet"),
     ("scaling", "learned", r"'config\.scaling' is 'learned': not supported yet"),
     ("non_linearity", "leakyrelu", r"'config\.non_linearity' is 'leakyrelu': expected one of"),
@@ -182,12 +187,15 @@ OURS = {
     "ours_feedforward": AdapterConfig(reduction_factor=2, placement="pfeiffer",
                                       activation="silu", train_layer_norms=False,
                                       leave_out=(1,)),
+    "ours_seq_bn": AdapterConfig(reduction_factor=2, placement="seq_bn", activation="relu",
+                                 train_layer_norms=False),
 }
 
 
 OUR_HEADS = {  # AdapterHub's default shape, and ours: one dense layer on the pooler.
     "ours_houlsby": dict(num_classes=3, layers=2, use_pooler=False),
     "ours_feedforward": dict(num_classes=1),
+    "ours_seq_bn": dict(num_classes=2, layers=2, use_pooler=False),
 }
 
 

@@ -4,12 +4,10 @@ import dataclasses
 import json
 
 PLACEMENTS = ("houlsby", "pfeiffer")
-# AdapterHub's configuration names with the same dataflow as ours.
-PLACEMENT_ALIASES = {"double_seq_bn": "houlsby"}
+# AdapterHub's configuration names: (our placement, original_ln_before).
+PLACEMENT_ALIASES = {"double_seq_bn": ("houlsby", False), "seq_bn": ("pfeiffer", True)}
 # AdapterHub's names whose dataflow differs from every placement here.
 NOT_YET = {
-    "seq_bn": "AdapterHub's seq_bn applies the layer norm before and after the adapter, "
-              "which placement='pfeiffer' does not",
     "par_bn": "the parallel adapter (He et al., 2022) is not built yet",
 }
 DEFAULT_ADAPTER_SIZE = 64
@@ -33,16 +31,22 @@ class AdapterConfig:
             one after the feed-forward output of every layer (Houlsby et al.,
             Fig. 2); `"pfeiffer"` only after the feed-forward output (Pfeiffer
             et al., 2021, "AdapterFusion", §3). AdapterHub's `"double_seq_bn"`
-            (the same dataflow) is accepted for `"houlsby"`. Defaults to
-            `"houlsby"`.
+            is accepted for `"houlsby"`, and its `"seq_bn"` for `"pfeiffer"`
+            with `original_ln_before=True`. Defaults to `"houlsby"`.
         train_layer_norms: bool. Whether the layer norms train with the
             adapters, as in Houlsby §2.1. Defaults to True.
         leave_out: tuple of int. Transformer layer indices (0 is the lowest)
             that get no adapter at all. Defaults to `()`.
+        original_ln_before: bool, AdapterHub's field. False: the adapter reads
+            the sub-layer's output h and adds its own skip, `LN(h + A(h) + x)`
+            with x the sub-layer's input (Houlsby et al., Fig. 2). True: it
+            reads `u = LN(h + x)`, the layer norm applied once more after it,
+            `LN(h + x + up(act(down(u))))` (AdapterHub's `seq_bn`, Pfeiffer et
+            al.'s adapter). Defaults to False.
 
     Raises:
         ValueError: on a bad size, both sizes given, an unknown placement
-            (naming it; AdapterHub's `seq_bn` and `par_bn` are not built yet)
+            (naming it; AdapterHub's `par_bn` is not built yet)
             or a negative layer index in `leave_out`.
 
     Example:
@@ -60,6 +64,7 @@ class AdapterConfig:
     placement: str = "houlsby"
     train_layer_norms: bool = True
     leave_out: tuple = ()
+    original_ln_before: bool = False
 
     def __post_init__(self):
         if self.adapter_size is not None and self.reduction_factor is not None:
@@ -76,8 +81,11 @@ class AdapterConfig:
                 raise ValueError(f"{field} must be a positive integer; got {value!r}.")
         if self.placement in NOT_YET:
             raise ValueError(f"placement {self.placement!r}: {NOT_YET[self.placement]}.")
-        object.__setattr__(self, "placement",
-                           PLACEMENT_ALIASES.get(self.placement, self.placement))
+        if self.placement in PLACEMENT_ALIASES:
+            placement, original_ln_before = PLACEMENT_ALIASES[self.placement]
+            object.__setattr__(self, "placement", placement)
+            object.__setattr__(self, "original_ln_before",
+                               self.original_ln_before or original_ln_before)
         if self.placement not in PLACEMENTS:
             raise ValueError(
                 f"placement must be one of {PLACEMENTS} (or {sorted(PLACEMENT_ALIASES)}); "

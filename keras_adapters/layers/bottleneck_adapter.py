@@ -135,6 +135,12 @@ class BottleneckAdapter(keras.layers.Layer):
         outputs = tf.nn.bias_add(tf.matmul(bottleneck, up.kernel), up.bias) + hidden
         return tf.reshape(outputs, tf.shape(inputs))
 
+    def bottleneck(self, inputs):
+        """`up(act(down(inputs)))`, without the skip connection (AdapterHub's `seq_bn` adds it
+        elsewhere); same shape and dtype as `inputs`."""
+        down, up = self.down_projection, self.up_projection
+        return up(self.activation(down(inputs)))
+
     def compute_output_shape(self, inputs_shape):
         return inputs_shape
 

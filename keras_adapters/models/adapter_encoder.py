@@ -43,6 +43,7 @@ class LayerAdapter(keras.layers.Layer):
         attention_adapter: `BottleneckAdapter` after the attention output
             (Houlsby placement), or None (Pfeiffer placement).
         feedforward_adapter: `BottleneckAdapter` after the feed-forward output.
+        original_ln_before: bool, where the adapters read (`AdapterConfig`).
         attention_layer_norm, feedforward_layer_norm: this adapter's copies of
             the layer's layer norms when `train_layer_norms`, else None (the
             pretrained ones are used).
@@ -63,6 +64,7 @@ class LayerAdapter(keras.layers.Layer):
 
     def build(self, inputs_shape):
         config = AdapterConfig.from_dict(self.adapter_config)
+        self.original_ln_before = config.original_ln_before
         for slot in SLOTS:
             adapter = None
             if slot == "feedforward" or config.placement == "houlsby":
@@ -126,7 +128,14 @@ class _Routed(keras.layers.Layer):
 
 
 class _AdaptedDropout(_Routed):
-    """Dropout, then the running adapter's `BottleneckAdapter` for this slot."""
+    """Dropout, then the running adapter's `BottleneckAdapter` for this slot: `h + A(h)`."""
+
+    @staticmethod
+    def parts(layer_adapter, slot):
+        """What this wrapper runs of `layer_adapter` in `slot`: its adapter, or None."""
+        if layer_adapter.original_ln_before:
+            return None  # The layer norm wrapper runs it.
+        return getattr(layer_adapter, f"{slot}_adapter")
 
     def call(self, inputs, training=None):
         x = self.pretrained(inputs, training=training)
@@ -137,21 +146,41 @@ class _AdaptedDropout(_Routed):
 
 
 class _AdaptedLayerNorm(_Routed):
-    """The pretrained layer norm, or the running adapter's copy of it."""
+    """The pretrained layer norm, or the running adapter's copy of it.
+
+    With `original_ln_before`, the adapter runs here too: for `s = h + x`,
+    `LN(s + up(act(down(LN(s)))))`, AdapterHub's `seq_bn`.
+    """
+
+    @staticmethod
+    def parts(layer_adapter, slot):
+        """`(layer norm copy or None, adapter or None)`, or None for neither."""
+        adapter = getattr(layer_adapter, f"{slot}_adapter")
+        parts = (getattr(layer_adapter, f"{slot}_layer_norm"),
+                 adapter if layer_adapter.original_ln_before else None)
+        return parts if any(parts) else None
 
     def call(self, inputs):
-        layer_norm, gate = self.route
-        if layer_norm is None:
+        parts, gate = self.route
+        if parts is None:
             return self.pretrained(inputs)
-        return _gated(gate, lambda: layer_norm(inputs), lambda: self.pretrained(inputs))
+        layer_norm, adapter = parts
+        norm = layer_norm or self.pretrained
+
+        def adapted():
+            if adapter is None:
+                return norm(inputs)
+            return norm(inputs + adapter.bottleneck(norm(inputs)))
+
+        return _gated(gate, adapted, lambda: self.pretrained(inputs))
 
 
 _ROUTED = {
-    # TransformerEncoder sub-layer slot: (its wrapper, the LayerAdapter part it runs)
-    "attention_dropout": (_AdaptedDropout, "attention_adapter"),
-    "attention_layer_norm": (_AdaptedLayerNorm, "attention_layer_norm"),
-    "feedforward_dropout": (_AdaptedDropout, "feedforward_adapter"),
-    "feedforward_layer_norm": (_AdaptedLayerNorm, "feedforward_layer_norm"),
+    # TransformerEncoder sub-layer: (its wrapper, the adapter slot it serves)
+    "attention_dropout": (_AdaptedDropout, "attention"),
+    "attention_layer_norm": (_AdaptedLayerNorm, "attention"),
+    "feedforward_dropout": (_AdaptedDropout, "feedforward"),
+    "feedforward_layer_norm": (_AdaptedLayerNorm, "feedforward"),
 }
 
 
@@ -203,9 +232,9 @@ class AdapterTransformerEncoder(TransformerEncoder):
     def build(self, inputs_shape):
         super().build(inputs_shape)
         self._inputs_shape = tuple(inputs_shape)
-        for slot, (wrapper, _) in _ROUTED.items():
-            pretrained = encoder_sublayer(self, slot)
-            replace_encoder_sublayer(self, slot, wrapper(
+        for sublayer, (wrapper, _) in _ROUTED.items():
+            pretrained = encoder_sublayer(self, sublayer)
+            replace_encoder_sublayer(self, sublayer, wrapper(
                 pretrained, dtype=self.dtype_policy, name=f"{pretrained.name}_routed"))
         self.named_adapters = {}
         for name, config in self.adapter_configs.items():
@@ -223,10 +252,10 @@ class AdapterTransformerEncoder(TransformerEncoder):
         return layer_adapter
 
     def _copy_pretrained_layer_norms(self, layer_adapter):
-        for slot, (wrapper, part) in _ROUTED.items():
-            copy = getattr(layer_adapter, part)
+        for sublayer, (wrapper, slot) in _ROUTED.items():
+            copy = getattr(layer_adapter, f"{slot}_layer_norm")
             if wrapper is _AdaptedLayerNorm and copy is not None:
-                copy.set_weights(encoder_sublayer(self, slot).pretrained.get_weights())
+                copy.set_weights(encoder_sublayer(self, sublayer).pretrained.get_weights())
 
     def reset_layer_norms(self, name):
         """Set adapter `name`'s layer-norm copies to the pretrained layer norms."""
@@ -252,9 +281,9 @@ class AdapterTransformerEncoder(TransformerEncoder):
     def call(self, inputs, *args, adapter=ACTIVE, **kwargs):
         name = self.active_adapter if adapter == ACTIVE else adapter
         layer_adapter = self.named_adapters.get(name) if self.built and name is not None else None
-        wrappers = [encoder_sublayer(self, slot) for slot in _ROUTED]
-        for wrapper, (_, part_name) in zip(wrappers, _ROUTED.values()):
-            part = None if layer_adapter is None else getattr(layer_adapter, part_name)
+        wrappers = [encoder_sublayer(self, sublayer) for sublayer in _ROUTED]
+        for wrapper, (wrapper_cls, slot) in zip(wrappers, _ROUTED.values()):
+            part = None if layer_adapter is None else wrapper_cls.parts(layer_adapter, slot)
             object.__setattr__(wrapper, "route", (part, self.adapter_gate))
         if self.stop_input_gradient:
             inputs = ops.stop_gradient(inputs)

@@ -8,11 +8,13 @@ or `pytorch_adapter.bin`, keyed like
 (PyTorch `Linear` weights are `(out, in)`: a Keras kernel is the transpose).
 
 Read so far: the bottleneck configurations whose dataflow this library
-computes, AdapterHub's `double_seq_bn` (Houlsby placement,
-`y = LN(h + A(h) + x)` after both the attention and the feed-forward output)
-and the same with `mh_adapter=False` (feed-forward only: our `"pfeiffer"`
-placement). Any field with a value that computes something else
-(`seq_bn`'s `original_ln_before=True`, `par_bn`'s `is_parallel`, `scaling`
+computes: AdapterHub's `double_seq_bn` (Houlsby placement,
+`y = LN(h + A(h) + x)` after both the attention and the feed-forward output),
+the same with `mh_adapter=False` (feed-forward only: our `"pfeiffer"`
+placement), and either with `original_ln_before=True`
+(`y = LN(h + x + A(LN(h + x)))`; `seq_bn` is the feed-forward one). Any
+field with a value that computes something else (`par_bn`'s `is_parallel`,
+`residual_before_ln` other than True, `original_ln_after=False`, `scaling`
 other than 1.0, gating, adapter layer norms...) raises an error naming the
 field and its value. A classification head (`head_config.json` with
 `model_head.safetensors` or `pytorch_model_head.bin`; regression is one
@@ -69,7 +71,7 @@ BN_CONFIG_DEFAULTS = {
 # The fields that change what a loaded adapter computes, and the only value of
 # each that this library computes yet (the others set up training or PHM layers).
 COMPUTED = {field: BN_CONFIG_DEFAULTS[field] for field in (
-    "original_ln_before", "original_ln_after", "residual_before_ln",
+    "original_ln_after", "residual_before_ln",
     "adapter_residual_before_ln", "ln_before", "ln_after", "is_parallel", "scaling",
     "use_gating", "dropout", "stochastic_depth", "phm_layer", "inv_adapter", "cross_adapter")}
 READ = {"mh_adapter", "output_adapter", "reduction_factor", "non_linearity",
@@ -144,6 +146,7 @@ def adapter_config(saved, path, hidden_dim):
         placement="houlsby" if config.get("mh_adapter") else "pfeiffer",
         train_layer_norms=False,  # AdapterHub trains adapters and the head only.
         leave_out=tuple(config.get("leave_out") or ()),
+        original_ln_before=bool(config.get("original_ln_before", False)),
     )
 
 
@@ -236,6 +239,7 @@ def adapterhub_config(config, name, hidden_dim, architecture):
             "reduction_factor": _reduction_factor(size, hidden_dim),
             "non_linearity": NON_LINEARITIES[config["activation"]],
             "leave_out": list(config["leave_out"]),
+            "original_ln_before": config.get("original_ln_before", False),
         },
         "hidden_size": hidden_dim,
         "model_class": model_class,

@@ -7,7 +7,7 @@ import keras
 import tensorflow as tf
 from absl import flags, logging
 
-from keras_adapters.configuration.adapter_config import PLACEMENTS, AdapterConfig
+from keras_adapters.configuration.adapter_config import PLACEMENT_ALIASES, PLACEMENTS, AdapterConfig
 from keras_adapters.models.adapter_backbone import add_adapters
 from keras_adapters.models.freezing import freeze_for_adapter_tuning
 from keras_adapters.saving.adapter_files import backbone_identity
@@ -39,8 +39,9 @@ def define_flags():
     flags.DEFINE_integer("adapter_size", 64, "Adapter bottleneck size m.")
     flags.DEFINE_integer("reduction_factor", None,
                          "Hidden size / adapter size; replaces --adapter_size.")
-    flags.DEFINE_enum("adapter_placement", "houlsby", list(PLACEMENTS),
-                      "houlsby: after attention and FFN; pfeiffer: after FFN.")
+    flags.DEFINE_enum("adapter_placement", "houlsby", [*PLACEMENTS, *PLACEMENT_ALIASES],
+                      "houlsby: after attention and FFN; pfeiffer: after FFN; AdapterHub's "
+                      "double_seq_bn (= houlsby) and seq_bn (pfeiffer, reading LN(h + x)).")
     flags.DEFINE_integer("drop_first_n", 0,
                          "AdapterDrop: no adapters in the lowest n layers. With "
                          "--robust_adapter_drop, the n used at evaluation and export.")
