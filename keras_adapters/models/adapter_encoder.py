@@ -2,10 +2,12 @@
 
 Adapters sit where google-research/adapter-bert puts them (Houlsby et al.,
 2019, Fig. 2): after a sub-layer's output projection and dropout, before the
-residual add and layer norm. `AdapterTransformerEncoder` subclasses keras-hub's
-`TransformerEncoder`: `build()` wraps the two dropout and two layer-norm
-sub-layers, and `call()` tells the wrappers which adapter runs, so the
-pretrained computation is reused untouched.
+residual add and layer norm. With `AdapterConfig.original_ln_before`
+(AdapterHub's `seq_bn`) they sit in the layer norm instead, reading its
+output and followed by it once more. `AdapterTransformerEncoder` subclasses
+keras-hub's `TransformerEncoder`: `build()` wraps the two dropout and two
+layer-norm sub-layers, and `call()` tells the wrappers which adapter runs, so
+the pretrained computation is reused untouched.
 
 Each named adapter owns its adapters and, when it trains layer norms, its own
 copies of the layer's two layer norms, initialised from the pretrained ones.
@@ -158,14 +160,14 @@ class _AdaptedLayerNorm(_Routed):
         adapter = getattr(layer_adapter, f"{slot}_adapter")
         parts = (getattr(layer_adapter, f"{slot}_layer_norm"),
                  adapter if layer_adapter.original_ln_before else None)
-        return parts if any(parts) else None
+        return None if parts == (None, None) else parts
 
     def call(self, inputs):
         parts, gate = self.route
         if parts is None:
             return self.pretrained(inputs)
         layer_norm, adapter = parts
-        norm = layer_norm or self.pretrained
+        norm = self.pretrained if layer_norm is None else layer_norm
 
         def adapted():
             if adapter is None:
