@@ -65,6 +65,10 @@ for name, config in CONFIGS.items():
         result = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
     outputs[name] = {"hidden": result.hidden_states[-1].tolist(),
                      "logits": result.logits.tolist() if name in HEADS else None}
+    model.set_active_adapters(name, skip_layers=[0])  # AdapterDrop of the lowest layer.
+    with torch.no_grad():
+        result = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    outputs[name]["hidden_skip_0"] = result.hidden_states[-1].tolist()
 json.dump(outputs, sys.stdout)
 """
 
@@ -111,6 +115,13 @@ def test_adapterhub_adapters_compute_here_what_they_compute_there(adapterhub, na
                                    rtol=0, atol=1e-5)
     else:
         assert name not in model.heads
+    # AdapterHub's skip_layers=[0] is our drop_first_n=1.
+    backbone.set_drop_first_n(1)
+    dropped = np.asarray(backbone(_inputs())["sequence_output"])
+    np.testing.assert_allclose(dropped[mask], np.array(expected[name]["hidden_skip_0"])[mask],
+                               rtol=0, atol=1e-5)
+    if 0 not in backbone.adapter_configs[name]["leave_out"]:  # Layer 0 has one to drop.
+        assert np.abs(dropped - actual)[mask].max() > 1e-3
 
 
 def test_a_model_with_an_adapterhub_head_round_trips_through_keras_files(adapterhub, tmp_path):
