@@ -198,14 +198,16 @@ def save_adapter(model, directory, name, format="keras_adapters"):
 def _save_adapterhub(backbone, directory, name, tensors, head):
     """`save_adapter(..., format="adapterhub")` once the tensors are read."""
     architecture = adapter_backbone_class(backbone).architecture.name
-    adapter = {key: value for key, value in tensors.items() if not key.startswith("head/")}
+    parts = {"adapter": {}, "head": {}}
+    for key, value in tensors.items():
+        parts["head" if key.startswith("head/") else "adapter"][key] = value
     files = {adapterhub.CONFIG_FILE: adapterhub.adapterhub_config(  # Checks it can be written.
         backbone.adapter_configs[name], name, backbone.hidden_dim, architecture)}
-    files[adapterhub.WEIGHTS_FILES[0]] = adapterhub.adapterhub_tensors(adapter, name,
+    files[adapterhub.WEIGHTS_FILES[0]] = adapterhub.adapterhub_tensors(parts["adapter"], name,
                                                                        architecture)
     if head is not None:
-        head_config, head_tensors = adapterhub.adapterhub_head(head, name, backbone.hidden_dim,
-                                                               architecture)
+        head_config, head_tensors = adapterhub.adapterhub_head(
+            head, parts["head"], name, backbone.hidden_dim, architecture)
         files[adapterhub.HEAD_CONFIG_FILE] = head_config
         files[adapterhub.HEAD_WEIGHTS_FILES[0]] = head_tensors
     with atomic_path(directory) as temporary:
@@ -264,10 +266,10 @@ def load_adapter(model, directory, load_as=None):
     A folder written by `save_adapter` is loaded exactly as it was saved.
     An AdapterHub folder (`adapter_config.json` with `adapter.safetensors`
     or `pytorch_adapter.bin`, from `adapters`' `save_adapter`) is read by
-    `saving.adapterhub`: its `double_seq_bn` adapters (and the same with
-    `mh_adapter=False`) compute here what they compute in AdapterHub, with
-    the pretrained layer norms, and its classification or regression head
-    becomes a `ClassificationHead`.
+    `saving.adapterhub`: its `double_seq_bn` and `seq_bn` adapters (with
+    either `mh_adapter` and `original_ln_before`) compute here what they
+    compute in AdapterHub, with the pretrained layer norms, and its
+    classification or regression head becomes a `ClassificationHead`.
 
     Args:
         model: an `AdapterModel` (the head is restored too), or any model

@@ -251,7 +251,18 @@ def adapterhub_config(config, name, hidden_dim, architecture):
 
 
 def adapterhub_tensors(tensors, name, architecture):
-    """`adapter_files`' adapter tensors renamed to AdapterHub's keys (kernels transposed)."""
+    """`adapter_files`' adapter tensors renamed to AdapterHub's keys (kernels transposed).
+
+    Args:
+        tensors: `{"layer_<i>/<slot>_adapter/<projection>/<weight>": array}`.
+        name: str, the adapter.
+        architecture: str, a key of `WRITTEN_ARCHITECTURES` (checked by
+            `adapterhub_config` first).
+
+    Returns:
+        `{"<prefix>.encoder.layer.<i>.<location>.adapters.<name>.<module>.<weight|bias>": array}`,
+        as AdapterHub's `BottleneckLayer` names them (adapters 1.3.0).
+    """
     prefix = WRITTEN_ARCHITECTURES[architecture][2]
     names = [{ours: theirs for theirs, ours in table.items()}
              for table in (LOCATIONS, PROJECTIONS, PARAMETERS)]
@@ -336,7 +347,16 @@ def _head_denses(layers):
 
 
 def head_tensors(tensors, name, layers, path):
-    """AdapterHub head weights (`heads.<name>.<index>.weight`) as `head/<dense>/<weight>` keys."""
+    """AdapterHub head weights (`heads.<name>.<index>.weight`) as `head/<dense>/<weight>` keys.
+
+    AdapterHub's `PredictionHead.build` (adapters 1.3.0, `heads/base.py`)
+    numbers the modules of its `Sequential`; weights `(out, in)` become
+    Keras kernels `(in, out)`.
+
+    Raises:
+        ValueError: naming the file and the key, for a tensor that is not a
+            dense layer of a `layers`-layer head named `name`.
+    """
     ours = _head_denses(layers)
     key = re.compile(rf"^heads\.{re.escape(name)}\.(\d+)\.(weight|bias)$")
     renamed = {}
@@ -351,8 +371,15 @@ def head_tensors(tensors, name, layers, path):
     return renamed
 
 
-def adapterhub_head(head, name, hidden_dim, architecture):
+def adapterhub_head(head, tensors, name, hidden_dim, architecture):
     """AdapterHub's `(head_config.json dict, head tensors)` for a `ClassificationHead`.
+
+    Args:
+        head: the `ClassificationHead`.
+        tensors: its weights as `adapter_files` keys them (`head/<dense>/<weight>`).
+        name: str, the task.
+        hidden_dim: int, the backbone's hidden size.
+        architecture: str, `Architecture.name`, a key of `WRITTEN_ARCHITECTURES`.
 
     Raises:
         ValueError: for another kind of head, or an activation AdapterHub lacks.
@@ -374,10 +401,11 @@ def adapterhub_head(head, name, hidden_dim, architecture):
         "hidden_size": hidden_dim, "model_class": model_class, "model_name": "",
         "model_type": model_type, "name": name, "version": VERSION,
     }
-    denses = {dense: index for index, dense in _head_denses(head.layers).items()}
-    tensors = {}
-    for dense in [*head.hidden_dense, head.output_dense]:
-        index = denses[dense.name]
-        tensors[f"heads.{name}.{index}.weight"] = np.ascontiguousarray(dense.kernel.numpy().T)
-        tensors[f"heads.{name}.{index}.bias"] = dense.bias.numpy()
-    return config, tensors
+    indices = {dense: index for index, dense in _head_denses(head.layers).items()}
+    parameters = {ours: theirs for theirs, ours in PARAMETERS.items()}
+    renamed = {}
+    for key, value in tensors.items():
+        _, dense, parameter = key.split("/")
+        renamed[f"heads.{name}.{indices[dense]}.{parameters[parameter]}"] = (
+            np.ascontiguousarray(value.T if parameter == "kernel" else value))
+    return config, renamed

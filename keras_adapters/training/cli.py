@@ -170,16 +170,17 @@ def fit(model, epoch_dataset, steps_per_epoch, backbone, *, run_config, callback
     run_config = {**{name: FLAGS[name].value for name in RESUME_FLAGS}, **run_config,
                   "backbone": backbone_identity(backbone), "steps_per_epoch": steps_per_epoch}
     state = TrainingState(model, output_path("backup"), run_config)
-    writers = [
-        *chief_callbacks,
-        EpochWeights(output_path("checkpoints", CHECKPOINT_PATTERN)),
-        keras.callbacks.TensorBoard(output_path("logs")),
-        Backup(state, steps_per_epoch, FLAGS.save_every_steps),
-    ]
-    chief = distribute.is_chief(model.distribute_strategy)
+    writers = []
+    if distribute.is_chief(model.distribute_strategy):
+        writers = [
+            *chief_callbacks,
+            EpochWeights(output_path("checkpoints", CHECKPOINT_PATTERN)),
+            keras.callbacks.TensorBoard(output_path("logs")),
+            Backup(state, steps_per_epoch, FLAGS.save_every_steps),
+        ]
     fit_resumable(model, epoch_dataset, epochs=FLAGS.num_epochs,
                   steps_per_epoch=steps_per_epoch, state=state,
-                  callbacks=[StopOnNaN(), *callbacks, *(writers if chief else [])])
+                  callbacks=[StopOnNaN(), *callbacks, *writers])
 
 
 def build_backbone(adapter_name):
