@@ -198,6 +198,75 @@ def run_serialization_test(model, inputs, path):
     return restored
 
 
+# Tiny random Hugging Face models of every architecture, built by `transformers` in a
+# subprocess (importing it pulls in torch._dynamo, whose LLVM clashes with TensorFlow's in
+# one process). Scripts start with this and read their arguments as JSON from stdin.
+HF_MODELS_SCRIPT = """
+import json, sys
+import torch, transformers
+SIZES = dict(hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=16,
+             hidden_act="gelu")
+CONFIGS = {
+    "bert": (transformers.BertConfig, transformers.BertTokenizer,
+             dict(SIZES, max_position_embeddings=32, type_vocab_size=2)),
+    "roberta": (transformers.RobertaConfig, transformers.RobertaTokenizer,
+                dict(SIZES, max_position_embeddings=34, type_vocab_size=1, pad_token_id=1,
+                     layer_norm_eps=1e-5)),
+    "xlm_roberta": (transformers.XLMRobertaConfig, transformers.XLMRobertaTokenizer,
+                    dict(SIZES, max_position_embeddings=34, type_vocab_size=1, pad_token_id=1,
+                         layer_norm_eps=1e-5)),
+    "distil_bert": (transformers.DistilBertConfig, transformers.DistilBertTokenizer,
+                    dict(dim=8, n_layers=2, n_heads=2, hidden_dim=16, activation="gelu",
+                         max_position_embeddings=32)),
+    "electra": (transformers.ElectraConfig, transformers.ElectraTokenizer,
+                dict(SIZES, embedding_size=4, max_position_embeddings=32, type_vocab_size=2)),
+}
+
+
+def random_hf_model(name, folder):
+    # A random model of architecture `name`, saved in `folder` (which holds the tokenizer
+    # files), and its tokenizer, both from `transformers`.
+    config_cls, tokenizer_cls, sizes = CONFIGS[name]
+    tokenizer = tokenizer_cls.from_pretrained(folder)
+    torch.manual_seed(0)
+    model = transformers.AutoModel.from_config(config_cls(vocab_size=len(tokenizer), **sizes))
+    model.eval().save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return tokenizer, model
+"""
+
+
+def tokenizer_folders(root):
+    """`{architecture: folder}` under `root`, each holding its tokenizer's files."""
+    folders = {}
+    for arch in ARCHITECTURES:
+        folder = folders[arch.name] = os.path.join(root, arch.name)
+        os.makedirs(folder)
+        if arch.name in ("bert", "distil_bert", "electra"):
+            with open(os.path.join(folder, "vocab.txt"), "w", encoding="utf-8") as f:
+                f.write("\n".join(WORD_PIECE_VOCAB) + "\n")
+        elif arch.name == "roberta":
+            with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
+                json.dump(BPE_VOCAB, f)
+            with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
+                f.write("#version: 0.2\n" + "\n".join(BPE_MERGES) + "\n")
+        else:
+            with open(os.path.join(folder, "sentencepiece.bpe.model"), "wb") as f:
+                f.write(sentence_piece_proto())
+    return folders
+
+
+def run_torch_script(script, **args):
+    """Run `script` (PyTorch, transformers, adapters) offline in a subprocess, `args` as
+    JSON on stdin; returns what it prints as JSON."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "USE_TF": "0"}  # transformers would import TensorFlow too, for nothing.
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=300, input=json.dumps(args))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
 # Hugging Face BERT folders with random tensors (no transformers needed).
 
 HF_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "dog", "##s"]

@@ -44,6 +44,21 @@ def test_init_is_truncated_normal_std_1e2_and_zero_biases():
     assert np.abs(kernels).max() > 1.9e-2
     assert not adapter.down_projection.bias.numpy().any()
     assert not adapter.up_projection.bias.numpy().any()
+    down, up = adapter.down_projection.kernel.numpy(), adapter.up_projection.kernel.numpy()
+    assert not np.allclose(down.ravel()[:100], up.ravel()[:100])  # Two draws, not one repeated.
+
+
+def test_adapterhub_inits_bert_and_mam_adapter():
+    keras.utils.set_random_seed(0)
+    bert = _build(768, adapter_size=64, init_weights="bert")
+    assert abs(bert.down_projection.kernel.numpy().std() - 0.02) < 5e-4  # N(0, 0.02), untruncated.
+    assert np.abs(bert.up_projection.kernel.numpy()).max() > 0.06
+    mam = _build(768, adapter_size=64, init_weights="mam_adapter")  # He et al.: starts a no-op.
+    down = mam.down_projection.kernel.numpy()
+    assert np.abs(down).max() <= 768 ** -0.5 and np.abs(down).max() > 0.99 * 768 ** -0.5
+    assert not mam.up_projection.kernel.numpy().any()
+    h = np.random.default_rng(0).normal(size=(2, 768)).astype("float32")
+    np.testing.assert_array_equal(mam(h), h)
 
 
 def test_computes_h_plus_up_act_down_h():
@@ -138,15 +153,72 @@ def test_adapter_config_sizes_and_adapterhub_names():
     assert AdapterConfig(placement="double_seq_bn").placement == "houlsby"  # Same dataflow.
     seq_bn = AdapterConfig(placement="seq_bn")
     assert (seq_bn.placement, seq_bn.original_ln_before) == ("pfeiffer", True)
-    with pytest.raises(ValueError, match="placement 'par_bn'"):
-        AdapterConfig(placement="par_bn")
+    par_bn = AdapterConfig(placement="par_bn")  # AdapterHub's ParBnConfig scales by 4.
+    assert (par_bn.placement, par_bn.is_parallel, par_bn.scaling) == ("pfeiffer", True, 4.0)
+    assert AdapterConfig(placement="par_bn", scaling="learned").scaling == "learned"
+    assert AdapterConfig.from_json(par_bn.to_json()) == par_bn
+
+
+def test_adapter_config_sizes_per_layer():
+    config = AdapterConfig(reduction_factor={"1": 4, "default": 2}, leave_out=(2,))
+    assert [config.for_layer(i) and config.for_layer(i).reduction_factor
+            for i in range(3)] == [2, 4, None]
+    with pytest.raises(ValueError, match="no entry for layer 0 and no 'default'"):
+        AdapterConfig(adapter_size={"1": 4}).for_layer(0)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"adapter_size": {"first": 4}}, "adapter_size must be a positive integer, or a dict"),
+    ({"residual_before_ln": "pre_add"}, "residual_before_ln must be one of"),
+    ({"residual_before_ln": "post_add"}, "needs original_ln_before=True"),
+    ({"placement": "seq_bn", "is_parallel": True}, "exclude each other"),
+    ({"scaling": "vector"}, "scaling must be a number or one of"),
+    ({"init_weights": "xavier"}, "init_weights must be one of"),
+])
+def test_adapter_config_refuses_bad_adapterhub_fields(fields, message):
+    with pytest.raises(ValueError, match=message):
+        AdapterConfig(**fields)
+
+
+def _layer_norm(x, epsilon=1e-5):
+    return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + epsilon)
+
+
+@pytest.mark.parametrize("adapter_residual_before_ln", [False, True])
+def test_adapterhub_options_compute_adapterhubs_forward(adapter_residual_before_ln):
+    # AdapterHub's Adapter.forward (adapters 1.3.0), written out in NumPy.
+    adapter = BottleneckAdapter(adapter_size=3, activation="relu", scaling="channel",
+                                use_gating=True, ln_before=True, ln_after=True,
+                                adapter_residual_before_ln=adapter_residual_before_ln,
+                                init_weights="bert")
+    rng = np.random.default_rng(0)
+    z, r = rng.normal(size=(2, 4, 6)).astype("float32"), rng.normal(size=(2, 4, 6))
+    adapter.build(z.shape)
+    for weight in adapter.weights:
+        weight.assign(rng.normal(0.0, 0.5, weight.shape))
+    w = {weight.path.split("/", 1)[1]: np.asarray(weight) for weight in adapter.weights}
+    normed = _layer_norm(z) * w["norm_before/gamma"] + w["norm_before/beta"]
+    down = np.maximum(normed @ w["down_projection/kernel"] + w["down_projection/bias"], 0)
+    up = (down @ w["up_projection/kernel"] + w["up_projection/bias"]) * w["scaling"]
+    gate = 1 / (1 + np.exp(-(z @ w["gate/kernel"] + w["gate/bias"])))
+    out = up * gate.mean(axis=1, keepdims=True)
+    out = out + r if adapter_residual_before_ln else out
+    out = _layer_norm(out) * w["norm_after/gamma"] + w["norm_after/beta"]
+    out = out if adapter_residual_before_ln else out + r
+    np.testing.assert_allclose(adapter(z, residual=r.astype("float32")), out, atol=1e-5)
 
 
 @pytest.mark.parametrize("layer_cls, init_kwargs", [
     (BottleneckAdapter, {"adapter_size": 4, "initializer_std": 0.5}),
+    (BottleneckAdapter, {"adapter_size": 4, "scaling": "learned", "use_gating": True,
+                         "ln_before": True, "ln_after": True, "init_weights": "mam_adapter"}),
     (AdapterTransformerEncoder, {"adapter_configs": {"a": AdapterConfig(adapter_size=4).to_dict()},
                                  "active_adapter": "a", "num_heads": 2, "intermediate_dim": 16}),
-], ids=["BottleneckAdapter", "AdapterTransformerEncoder"])
+    (AdapterTransformerEncoder, {"adapter_configs": {"a": AdapterConfig(
+        reduction_factor=2, placement="par_bn", use_gating=True).to_dict()},
+        "active_adapter": "a", "num_heads": 2, "intermediate_dim": 16}),
+], ids=["BottleneckAdapter", "BottleneckAdapter_adapterhub_options", "AdapterTransformerEncoder",
+        "AdapterTransformerEncoder_par_bn"])
 def test_layer_contract(layer_cls, init_kwargs, tmp_path):
     x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
     run_layer_test(layer_cls, init_kwargs, x, (2, 5, 8), tmp_path)

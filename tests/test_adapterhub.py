@@ -22,23 +22,45 @@ from keras_adapters import (
     load_adapter,
     save_adapter,
 )
-from tests.helpers import run_serialization_test, tiny_hf_tensors, write_hf_folder
+from tests.helpers import (
+    ARCHITECTURES,
+    HF_MODELS_SCRIPT,
+    TEXTS_A,
+    run_serialization_test,
+    run_torch_script,
+    tiny_hf_tensors,
+    tokenizer_folders,
+    write_hf_folder,
+)
 
 _ADAPTERHUB_SCRIPT = """
 import json, sys
 import torch, adapters
-from adapters import BnConfig, DoubleSeqBnConfig, SeqBnConfig
+from adapters import BnConfig, DoubleSeqBnConfig, ParBnConfig, SeqBnConfig
 
 args = json.load(sys.stdin)
 CONFIGS = {
     "houlsby": DoubleSeqBnConfig(reduction_factor=2, non_linearity="gelu"),
-    "houlsby_swish": DoubleSeqBnConfig(reduction_factor={"default": 4}),
+    "houlsby_swish": DoubleSeqBnConfig(reduction_factor={"1": 2, "default": 4}),
     "feedforward_gelu_new": BnConfig(mh_adapter=False, output_adapter=True, reduction_factor=2,
                                      non_linearity="gelu_new", original_ln_before=False,
                                      leave_out=[0]),
     "bin_relu": DoubleSeqBnConfig(reduction_factor=2, non_linearity="relu"),
     "seq_bn": SeqBnConfig(reduction_factor=2),
     "double_ln_before": DoubleSeqBnConfig(reduction_factor=2, original_ln_before=True),
+    "par_bn": ParBnConfig(reduction_factor=2),
+    "par_bn_learned": ParBnConfig(reduction_factor=2, scaling="learned", ln_after=True,
+                                  use_gating=True),
+    # ln_before holds one layer norm under two names: AdapterHub saves it as .bin only.
+    "bin_seq_bn_residual_after_ln": SeqBnConfig(reduction_factor=2, residual_before_ln=False,
+                                                ln_before=True, scaling=0.5),
+    "seq_bn_post_add": SeqBnConfig(reduction_factor=2, residual_before_ln="post_add",
+                                   scaling="channel", use_gating=True),
+    "seq_bn_no_ln_after": SeqBnConfig(reduction_factor=2, original_ln_after=False),
+    "bin_houlsby_ln_after": DoubleSeqBnConfig(reduction_factor=2, ln_after=True,
+                                              ln_before=True, adapter_residual_before_ln=True),
+    "double_no_ln_after": DoubleSeqBnConfig(reduction_factor=2, original_ln_after=False,
+                                            ln_after=True),
 }
 # AdapterHub's default head (2 layers, tanh, first token); a one-label regression
 # head on BERT's pooler; a 3-layer ReLU head.
@@ -98,7 +120,10 @@ def _in_adapterhub(script, **args):
 
 
 @pytest.mark.parametrize("name", ["houlsby", "houlsby_swish", "feedforward_gelu_new", "bin_relu",
-                                  "seq_bn", "double_ln_before"])
+                                  "seq_bn", "double_ln_before", "par_bn", "par_bn_learned",
+                                  "bin_seq_bn_residual_after_ln", "seq_bn_post_add",
+                                  "seq_bn_no_ln_after", "bin_houlsby_ln_after",
+                                  "double_no_ln_after"])
 def test_adapterhub_adapters_compute_here_what_they_compute_there(adapterhub, name):
     folder, root, expected = adapterhub
     backbone, _ = from_pretrained(folder)
@@ -149,13 +174,13 @@ def _inputs():
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("residual_before_ln", False, r"'config\.residual_before_ln' is False: not supported yet"),
-    ("original_ln_after", False, r"'config\.original_ln_after' is False: not supported yet"),
-    ("is_parallel", True, r"'config\.is_parallel' is True: not supported yet"),
-    ("scaling", "learned", r"'config\.scaling' is 'learned': not supported yet"),
+    ("dropout", 0.1, r"'config\.dropout' is 0\.1: not supported yet"),
+    ("phm_layer", True, r"'config\.phm_layer' is True: not supported yet"),
+    ("residual_before_ln", "pre_add", r"adapter_config\.json: residual_before_ln must be one"),
+    ("scaling", "vector", r"adapter_config\.json: scaling must be a number or one of"),
     ("non_linearity", "leakyrelu", r"'config\.non_linearity' is 'leakyrelu': expected one of"),
-    ("reduction_factor", {"0": 2, "default": 4},
-     r"'config\.reduction_factor' is .*: a size per layer is not supported yet"),
+    ("reduction_factor", {"0": 2},
+     r"'config\.reduction_factor' is .*: no entry for layer 1 and no 'default'"),
     ("reduction_factor", "16", r"'config\.reduction_factor' is '16': expected a positive"),
     ("mystery", 1, r"'config\.mystery' is 1: unknown field"),
 ])
@@ -200,6 +225,16 @@ OURS = {
                                       leave_out=(1,)),
     "ours_seq_bn": AdapterConfig(reduction_factor=2, placement="seq_bn", activation="relu",
                                  train_layer_norms=False),
+    # AdapterHub's other fields; sizes per layer (8 // (8 / 3.5) is 3).
+    "ours_par_bn": AdapterConfig(reduction_factor=2, placement="par_bn", activation="relu",
+                                 scaling="channel", use_gating=True, train_layer_norms=False),
+    "ours_seq_bn_layer_norms": AdapterConfig(
+        adapter_size={"0": 3, "default": 5}, placement="seq_bn", ln_before=True, ln_after=True,
+        residual_before_ln="post_add", init_weights="bert", train_layer_norms=False),
+    "ours_no_ln_after": AdapterConfig(reduction_factor={"1": 4, "default": 2},
+                                      original_ln_after=False, scaling="learned",
+                                      adapter_residual_before_ln=True, ln_after=True,
+                                      train_layer_norms=False),
 }
 
 
@@ -207,6 +242,9 @@ OUR_HEADS = {  # AdapterHub's default shape, and ours: one dense layer on the po
     "ours_houlsby": dict(num_classes=3, layers=2, use_pooler=False),
     "ours_feedforward": dict(num_classes=1),
     "ours_seq_bn": dict(num_classes=2, layers=2, use_pooler=False),
+    "ours_par_bn": dict(num_classes=2, layers=2, use_pooler=False),
+    "ours_seq_bn_layer_norms": dict(num_classes=2, layers=2, use_pooler=False),
+    "ours_no_ln_after": dict(num_classes=2, layers=2, use_pooler=False),
 }
 
 
@@ -247,3 +285,136 @@ def test_adapters_adapterhub_cannot_hold_are_refused_by_name(adapterhub, tmp_pat
     with pytest.raises(ValueError, match="activation 'elu', which AdapterHub lacks"):
         save_adapter(backbone, str(tmp_path / "b"), "elu", format="adapterhub")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_hub_id_is_fetched_with_huggingface_hub(adapterhub, monkeypatch):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    folder, root, expected = adapterhub
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id: asked.append(repo_id) or str(root / "houlsby"))
+    backbone, _ = from_pretrained(folder)
+    assert load_adapter(backbone, "AdapterHub/tiny-bert-houlsby") == "houlsby"
+    assert asked == ["AdapterHub/tiny-bert-houlsby"]
+    backbone.set_active_adapters("houlsby")
+    np.testing.assert_allclose(np.asarray(backbone(_inputs())["sequence_output"])[0],
+                               np.array(expected["houlsby"]["hidden"])[0], rtol=0, atol=1e-5)
+
+    def offline(repo_id):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(FileNotFoundError, match="'AdapterHub/other' is not a folder, and fetching "
+                                                "it from the Hugging Face Hub failed: no network"):
+        load_adapter(backbone, "AdapterHub/other")
+
+
+def test_adapter_transformers_weight_names_and_other_methods(adapterhub, tmp_path):
+    import safetensors.numpy
+
+    folder, root, expected = adapterhub
+    saved = json.loads((root / "houlsby" / "adapter_config.json").read_text())
+    tensors = safetensors.numpy.load_file(str(root / "houlsby" / "adapter.safetensors"))
+    legacy = {key.replace("attention.output.adapters.", "attention.output.attention_text_task_"
+                          "adapters.").replace(".output.adapters.", ".output.layer_text_task_"
+                                               "adapters."): value
+              for key, value in tensors.items()}
+    assert legacy.keys() != tensors.keys()
+    (tmp_path / "legacy").mkdir()
+    (tmp_path / "legacy" / "adapter_config.json").write_text(json.dumps(saved))
+    safetensors.numpy.save_file(legacy, str(tmp_path / "legacy" / "adapter.safetensors"))
+    backbone, _ = from_pretrained(folder)
+    backbone.set_active_adapters(load_adapter(backbone, str(tmp_path / "legacy")))
+    np.testing.assert_allclose(np.asarray(backbone(_inputs())["sequence_output"])[0],
+                               np.array(expected["houlsby"]["hidden"])[0], rtol=0, atol=1e-5)
+    saved["config"]["architecture"] = "lora"
+    (tmp_path / "lora").mkdir()
+    (tmp_path / "lora" / "adapter_config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"'config\.architecture' is 'lora': only bottleneck"):
+        load_adapter(backbone, str(tmp_path / "lora"))
+
+
+_ARCHITECTURES_SCRIPT = HF_MODELS_SCRIPT + """
+import adapters
+
+args = json.load(sys.stdin)
+
+
+def run(model, name, tokenizer):
+    model.set_active_adapters(name)
+    batch = tokenizer(args["texts"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        result = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       output_hidden_states=True)
+    return {"token_ids": batch["input_ids"].tolist(),
+            "padding_mask": batch["attention_mask"].tolist(),
+            "hidden": result.hidden_states[-1].tolist(), "logits": result.logits.tolist()}
+
+
+outputs = {}
+for arch, folder in args["folders"].items():
+    if args["ours"]:  # Load ours, written for AdapterHub.
+        tokenizer = CONFIGS[arch][1].from_pretrained(folder)
+        model = adapters.AutoAdapterModel.from_pretrained(folder).eval()
+        assert model.load_adapter(args["ours"][arch], use_safetensors=True) == "ours"
+        outputs[arch] = run(model, "ours", tokenizer)
+        continue
+    tokenizer, _ = random_hf_model(arch, folder)
+    model = adapters.AutoAdapterModel.from_pretrained(folder).eval()
+    model.add_adapter("theirs", config=adapters.DoubleSeqBnConfig(
+        reduction_factor=2, original_ln_before=True, residual_before_ln=False))
+    model.add_classification_head("theirs", num_labels=3)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for key, value in model.named_parameters():
+            if ".adapters.theirs." in key or key.startswith("heads.theirs."):
+                value.normal_(0.0, 0.5)
+    model.save_adapter(folder + "_theirs", "theirs", use_safetensors=True)
+    outputs[arch] = run(model, "theirs", tokenizer)
+json.dump(outputs, sys.stdout)
+"""
+
+
+def test_every_architecture_reads_and_writes_adapterhub_adapters(tmp_path):
+    if importlib.util.find_spec("adapters") is None:
+        pytest.skip("adapters is not installed (the test extra installs it)")
+    folders = tokenizer_folders(tmp_path)
+    theirs = run_torch_script(_ARCHITECTURES_SCRIPT, folders=folders, texts=TEXTS_A, ours={})
+    rng = np.random.default_rng(0)
+    ours, expected = {}, {}
+    for arch in ARCHITECTURES:
+        backbone, _ = from_pretrained(folders[arch.name])
+        model = AdapterModel(backbone)
+        run = theirs[arch.name]
+        inputs = {"token_ids": np.array(run["token_ids"], "int32"),
+                  "padding_mask": np.array(run["padding_mask"], "int32")}
+        if "segment_ids" in backbone.input:
+            inputs["segment_ids"] = np.zeros_like(inputs["token_ids"])
+        kept = inputs["padding_mask"] == 1  # RoBERTa numbers padded positions otherwise.
+        model.load_adapter(folders[arch.name] + "_theirs", set_active=True)
+        hidden = backbone.features(backbone(inputs))["sequence_output"]
+        np.testing.assert_allclose(np.asarray(hidden)[kept], np.array(run["hidden"])[kept],
+                                   rtol=0, atol=1e-5, err_msg=arch.name)
+        np.testing.assert_allclose(np.asarray(model(inputs)), run["logits"], rtol=0, atol=1e-5,
+                                   err_msg=arch.name)
+        # No gating: it averages over padding too, and RoBERTa's padded positions are
+        # numbered otherwise in Hugging Face (the BERT tests above check gating).
+        model.add_adapter("ours", AdapterConfig(
+            reduction_factor=2, placement="par_bn", activation="relu", scaling="learned",
+            train_layer_norms=False))
+        model.add_head("ours", ClassificationHead(num_classes=2, layers=2, use_pooler=False,
+                                                  name="head_ours"))
+        model.set_active_adapters("ours")
+        for weight in [w for part in backbone.layer_adapters("ours").values()
+                       for w in part.weights] + model.heads["ours"].weights:
+            weight.assign(rng.normal(0.0, 0.5, weight.shape).astype("float32"))
+        hidden = backbone.features(backbone(inputs))["sequence_output"]
+        expected[arch.name] = (np.asarray(hidden)[kept], np.asarray(model(inputs)), kept)
+        ours[arch.name] = str(tmp_path / f"{arch.name}_ours")
+        save_adapter(model, ours[arch.name], "ours", format="adapterhub")
+    actual = run_torch_script(_ARCHITECTURES_SCRIPT, folders=folders, texts=TEXTS_A, ours=ours)
+    for name, (hidden, logits, kept) in expected.items():
+        np.testing.assert_allclose(np.array(actual[name]["hidden"])[kept], hidden, rtol=0,
+                                   atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(actual[name]["logits"], logits, rtol=0, atol=1e-5,
+                                   err_msg=name)

@@ -2,11 +2,23 @@
 
 import keras
 import tensorflow as tf
+from keras import ops
 
 from keras_adapters.layers import activations
 
 # Activation names Keras lacks: the tanh GELU (Hugging Face's and AdapterHub's "gelu_new").
 EXTRA_ACTIVATIONS = {"gelu_approximate": activations.gelu_approximate}
+
+
+# PyTorch's epsilon, which AdapterHub's adapter layer norms keep.
+ADAPTER_LAYER_NORM_EPSILON = 1e-5
+
+
+def _torch_linear_default(fan_in):
+    """PyTorch's default `Linear` initialisation: `kaiming_uniform_(a=sqrt(5))`
+    for the kernel, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both."""
+    return keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"), (
+        keras.initializers.RandomUniform(-fan_in ** -0.5, fan_in ** -0.5))
 
 
 @keras.saving.register_keras_serializable(package="keras_adapters")
@@ -23,6 +35,13 @@ class BottleneckAdapter(keras.layers.Layer):
     The adapter has `2*m*d + d + m` parameters: two `d x m` kernels, a bias of
     size m on the down-projection and a bias of size d on the up-projection.
 
+    The other options are AdapterHub's (`adapters` 1.3.0, `Adapter.forward`),
+    for adapters read from or written for it: with them, for input z and
+    skip r (z unless given),
+    `B(z) = g(z) * scaling * up(act(down(LN_before(z))))` and the output is
+    `LN_after(B(z)) + r`, or `LN_after(B(z) + r)` with
+    `adapter_residual_before_ln`.
+
     Args:
         adapter_size: int or None. The bottleneck size m. Give exactly one of
             `adapter_size` and `reduction_factor`.
@@ -34,10 +53,28 @@ class BottleneckAdapter(keras.layers.Layer):
         initializer_std: float. Standard deviation of the truncated normal
             (cut at 2 std) that draws both kernels. Defaults to `1e-2`, as in
             google-research/adapter-bert. `0.0` gives zero kernels.
+        scaling: float, `"learned"` (a trained scalar) or `"channel"` (a
+            trained vector of size d), both starting at 1. Defaults to 1.0.
+        use_gating: bool. Multiplies `B(z)` by `g(z)`, the mean over axis -2
+            (the sequence, padding included) of `sigmoid(z W_g + b_g)`: one
+            scalar per example. Needs inputs `(batch, seq, d)`. Defaults to
+            False.
+        ln_before, ln_after: bool. Layer norms of the adapter's own (epsilon
+            1e-5) before the down-projection and after the up-projection.
+            Default to False.
+        adapter_residual_before_ln: bool. Add the skip before `ln_after`'s
+            layer norm. Defaults to False.
+        init_weights: `"houlsby"` (truncated normal, `initializer_std`),
+            `"bert"` (normal, std 0.02) or `"mam_adapter"` (PyTorch's default
+            uniform down-projection, zero up-projection); biases start at
+            zero. The gate is drawn as AdapterHub draws it. Defaults to
+            `"houlsby"`.
         **kwargs: passed to `keras.layers.Layer` (name, dtype, trainable...).
 
     Call arguments:
-        inputs: float tensor of shape `(..., d)`.
+        inputs: float tensor z of shape `(..., d)`.
+        residual: optional tensor r of the same shape, the skip connection;
+            defaults to `inputs`.
 
     Returns:
         A tensor with the shape and dtype of `inputs`.
@@ -45,8 +82,9 @@ class BottleneckAdapter(keras.layers.Layer):
     Raises:
         ValueError: if neither or both of `adapter_size` and
             `reduction_factor` are given, if either is not a positive integer,
-            if `initializer_std` is negative, or if the reduction factor leaves
-            a bottleneck of size zero.
+            if `initializer_std` is negative, on an unknown `scaling` or
+            `init_weights`, or if the reduction factor leaves a bottleneck of
+            size zero.
 
     Example:
 
@@ -62,6 +100,12 @@ class BottleneckAdapter(keras.layers.Layer):
         reduction_factor=None,
         activation="gelu",
         initializer_std=1e-2,
+        scaling=1.0,
+        use_gating=False,
+        ln_before=False,
+        ln_after=False,
+        adapter_residual_before_ln=False,
+        init_weights="houlsby",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -83,18 +127,45 @@ class BottleneckAdapter(keras.layers.Layer):
             raise ValueError(
                 f"`initializer_std` must be >= 0; got {initializer_std}."
             )
+        if isinstance(scaling, str) and scaling not in ("learned", "channel"):
+            raise ValueError(f"`scaling` must be a number, 'learned' or 'channel'; "
+                             f"got {scaling!r}.")
+        if init_weights not in ("houlsby", "bert", "mam_adapter"):
+            raise ValueError(f"`init_weights` must be 'houlsby', 'bert' or 'mam_adapter'; "
+                             f"got {init_weights!r}.")
         self.adapter_size = adapter_size
         self.reduction_factor = reduction_factor
         self.activation_name = activation if isinstance(activation, str) else None
         self.activation = EXTRA_ACTIVATIONS.get(self.activation_name) or keras.activations.get(
             activation)
         self.initializer_std = initializer_std
+        self.scaling = scaling if isinstance(scaling, str) else float(scaling)
+        self.use_gating = use_gating
+        self.ln_before = ln_before
+        self.ln_after = ln_after
+        self.adapter_residual_before_ln = adapter_residual_before_ln
+        self.init_weights = init_weights
         self.supports_masking = True
 
-    def _kernel_initializer(self):
-        if self.initializer_std == 0:
-            return keras.initializers.Zeros()
-        return keras.initializers.TruncatedNormal(stddev=self.initializer_std)
+    def _initializers(self, fan_in):
+        """(down kernel, up kernel) initializers, as `init_weights` says: two
+        instances, since an unseeded Keras initializer repeats its draws."""
+        def draw():
+            if self.init_weights == "bert":
+                return keras.initializers.RandomNormal(stddev=0.02)
+            if self.initializer_std == 0:
+                return keras.initializers.Zeros()
+            return keras.initializers.TruncatedNormal(stddev=self.initializer_std)
+
+        if self.init_weights == "mam_adapter":
+            return _torch_linear_default(fan_in)[0], keras.initializers.Zeros()
+        return draw(), draw()
+
+    @property
+    def _plain(self):
+        """Whether this is the Houlsby adapter, with none of AdapterHub's options."""
+        return (self.scaling == 1.0 and not self.use_gating and not self.ln_before
+                and not self.ln_after)
 
     def build(self, inputs_shape):
         hidden_dim = inputs_shape[-1]
@@ -105,25 +176,47 @@ class BottleneckAdapter(keras.layers.Layer):
                 f"for hidden size {hidden_dim}."
             )
         self.bottleneck_dim = bottleneck
+        down_init, up_init = self._initializers(hidden_dim)
         # The two Dense layers hold the kernels and biases (and name their
         # paths, e.g. `down_projection/kernel`); `call` applies them itself.
         self.down_projection = keras.layers.Dense(
-            bottleneck,
-            kernel_initializer=self._kernel_initializer(),
-            dtype=self.dtype_policy,
-            name="down_projection",
-        )
+            bottleneck, kernel_initializer=down_init, dtype=self.dtype_policy,
+            name="down_projection")
         self.down_projection.build(inputs_shape)
         self.up_projection = keras.layers.Dense(
-            hidden_dim,
-            kernel_initializer=self._kernel_initializer(),
-            dtype=self.dtype_policy,
-            name="up_projection",
-        )
+            hidden_dim, kernel_initializer=up_init, dtype=self.dtype_policy,
+            name="up_projection")
         self.up_projection.build((*inputs_shape[:-1], bottleneck))
+        self.norm_before = self.norm_after = self.gate = None
+        for option in ("before", "after"):
+            if getattr(self, f"ln_{option}"):
+                norm = keras.layers.LayerNormalization(
+                    epsilon=ADAPTER_LAYER_NORM_EPSILON, dtype=self.dtype_policy,
+                    name=f"norm_{option}")
+                norm.build(inputs_shape)
+                setattr(self, f"norm_{option}", norm)
+        if self.use_gating:
+            gate_init = ((keras.initializers.RandomNormal(stddev=0.02), "zeros")
+                         if self.init_weights != "houlsby" else _torch_linear_default(hidden_dim))
+            self.gate = keras.layers.Dense(1, kernel_initializer=gate_init[0],
+                                           bias_initializer=gate_init[1],
+                                           dtype=self.dtype_policy, name="gate")
+            self.gate.build(inputs_shape)
+        if isinstance(self.scaling, str):
+            self.scaling_weight = self.add_weight(
+                shape=(1,) if self.scaling == "learned" else (hidden_dim,),
+                initializer="ones", name="scaling")
         self.built = True
 
-    def call(self, inputs):
+    def call(self, inputs, residual=None):
+        if not self._plain or residual is not None:
+            outputs = self.bottleneck(inputs)
+            residual = inputs if residual is None else residual
+            if self.adapter_residual_before_ln:
+                outputs = outputs + residual
+            if self.norm_after is not None:
+                outputs = self.norm_after(outputs)
+            return outputs if self.adapter_residual_before_ln else outputs + residual
         # Two 2-D matmuls with `bias_add`: TensorFlow's graph optimizer then
         # fuses each projection with its bias and what follows (the
         # activation, the skip add) into one oneDNN kernel. Through 3-D Dense
@@ -136,10 +229,25 @@ class BottleneckAdapter(keras.layers.Layer):
         return tf.reshape(outputs, tf.shape(inputs))
 
     def bottleneck(self, inputs):
-        """`up(act(down(inputs)))`, without the skip connection (AdapterHub's `seq_bn` adds it
-        elsewhere); same shape and dtype as `inputs`."""
+        """`B(z) = g(z) * scaling * up(act(down(LN_before(z))))`, without the skip
+        connection or `ln_after` (AdapterHub's `up`, gated); same shape and
+        dtype as `inputs`."""
         down, up = self.down_projection, self.up_projection
-        return up(self.activation(down(inputs)))
+        normed = inputs if self.norm_before is None else self.norm_before(inputs)
+        outputs = up(self.activation(down(normed)))
+        if isinstance(self.scaling, str):
+            outputs = outputs * self.scaling_weight
+        elif self.scaling != 1.0:
+            outputs = outputs * self.scaling
+        if self.gate is not None:
+            outputs = outputs * ops.mean(ops.sigmoid(self.gate(inputs)), axis=-2, keepdims=True)
+        return outputs
+
+    def parallel(self, inputs):
+        """A parallel adapter's output (He et al., 2022; AdapterHub's
+        `ParallelAdapter.forward`): `LN_after(B(inputs))`, no skip connection."""
+        outputs = self.bottleneck(inputs)
+        return outputs if self.norm_after is None else self.norm_after(outputs)
 
     def compute_output_shape(self, inputs_shape):
         return inputs_shape
@@ -153,6 +261,12 @@ class BottleneckAdapter(keras.layers.Layer):
                 "activation": self.activation_name
                 or keras.activations.serialize(self.activation),
                 "initializer_std": self.initializer_std,
+                "scaling": self.scaling,
+                "use_gating": self.use_gating,
+                "ln_before": self.ln_before,
+                "ln_after": self.ln_after,
+                "adapter_residual_before_ln": self.adapter_residual_before_ln,
+                "init_weights": self.init_weights,
             }
         )
         return config

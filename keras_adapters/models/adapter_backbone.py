@@ -56,6 +56,14 @@ def get_hidden_activation(name):
 ADAPTER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
+def layer_configs(adapter_configs, index):
+    """`{name: AdapterConfig.to_dict()}` of the adapters in transformer layer
+    `index`: those that do not leave it out, with their sizes for it."""
+    configs = {name: AdapterConfig.from_dict(config).for_layer(index)
+               for name, config in adapter_configs.items()}
+    return {name: config.to_dict() for name, config in configs.items() if config is not None}
+
+
 def check_adapter_name(name):
     """Raise ValueError unless `name` can name an adapter (and a Keras layer)."""
     if not isinstance(name, str) or not ADAPTER_NAME.fullmatch(name):
@@ -184,8 +192,7 @@ class AdapterBackbone:
         def encoder(**encoder_kwargs):
             index = next(indices)
             return AdapterTransformerEncoder(
-                adapter_configs={name: config for name, config in adapters.items()
-                                 if index not in config["leave_out"]},
+                adapter_configs=layer_configs(adapters, index),
                 active_adapter=active_adapter,
                 **{**encoder_kwargs, "activation": activation},
             )
@@ -307,8 +314,8 @@ class AdapterBackbone:
         if beyond:
             raise ValueError(f"leave_out {beyond} is beyond the {self.num_layers} layers.")
         for index, layer in enumerate(self.transformer_layers):
-            if index not in config["leave_out"]:
-                layer.add_adapter(name, config)
+            for name, layer_config in layer_configs({name: config}, index).items():
+                layer.add_adapter(name, layer_config)
         self.adapter_configs[name] = config
         if set_active:
             self.set_active_adapters(name)

@@ -2,9 +2,11 @@
 
 Adapters sit where google-research/adapter-bert puts them (Houlsby et al.,
 2019, Fig. 2): after a sub-layer's output projection and dropout, before the
-residual add and layer norm. With `AdapterConfig.original_ln_before`
-(AdapterHub's `seq_bn`) they sit in the layer norm instead, reading its
-output and followed by it once more. `AdapterTransformerEncoder` subclasses
+residual add and layer norm. AdapterHub's other dataflows (`seq_bn`'s
+`original_ln_before`, `par_bn`, `original_ln_after=False`; see
+`AdapterConfig`) need the sub-layer's input as well: they run in the layer
+norm's place, with what AdapterHub's `bottleneck_layer_forward` computes.
+`AdapterTransformerEncoder` subclasses
 keras-hub's `TransformerEncoder`: `build()` wraps the two dropout and two
 layer-norm sub-layers, and `call()` tells the wrappers which adapter runs, so
 the pretrained computation is reused untouched.
@@ -45,7 +47,7 @@ class LayerAdapter(keras.layers.Layer):
         attention_adapter: `BottleneckAdapter` after the attention output
             (Houlsby placement), or None (Pfeiffer placement).
         feedforward_adapter: `BottleneckAdapter` after the feed-forward output.
-        original_ln_before: bool, where the adapters read (`AdapterConfig`).
+        config: the `AdapterConfig`, for this layer (per-layer sizes resolved).
         attention_layer_norm, feedforward_layer_norm: this adapter's copies of
             the layer's layer norms when `train_layer_norms`, else None (the
             pretrained ones are used).
@@ -66,7 +68,7 @@ class LayerAdapter(keras.layers.Layer):
 
     def build(self, inputs_shape):
         config = AdapterConfig.from_dict(self.adapter_config)
-        self.original_ln_before = config.original_ln_before
+        self.config = config
         for slot in SLOTS:
             adapter = None
             if slot == "feedforward" or config.placement == "houlsby":
@@ -119,7 +121,7 @@ class _Routed(keras.layers.Layer):
     """A pretrained sub-layer that the running adapter may extend or replace.
 
     `AdapterTransformerEncoder.call` sets `route` to `(part, gate)` for one
-    call, `part` a sub-layer of the running `LayerAdapter`; it is stored past
+    call, `part` the running `LayerAdapter` and its slot; it is stored past
     Keras' tracking, since the `LayerAdapter` belongs to the encoder.
     """
 
@@ -130,51 +132,71 @@ class _Routed(keras.layers.Layer):
 
 
 class _AdaptedDropout(_Routed):
-    """Dropout, then the running adapter's `BottleneckAdapter` for this slot: `h + A(h)`."""
+    """Dropout, then the adapter: h becomes `h + A(h)` (Houlsby et al., Fig. 2).
 
-    @staticmethod
-    def parts(layer_adapter, slot):
-        """What this wrapper runs of `layer_adapter` in `slot`: its adapter, or None."""
-        if layer_adapter.original_ln_before:
-            return None  # The layer norm wrapper runs it.
-        return getattr(layer_adapter, f"{slot}_adapter")
+    An adapter whose output needs the sub-layer's input x as well
+    (`AdapterConfig.reads_sublayer_input`) runs in the layer-norm wrapper
+    instead: this wrapper hands h over in the route and passes zeros on, so
+    that keras-hub's residual add gives that wrapper x itself.
+    """
 
     def call(self, inputs, training=None):
-        x = self.pretrained(inputs, training=training)
-        adapter, gate = self.route
-        if adapter is None:
-            return x
-        return _gated(gate, lambda: adapter(x), lambda: x)
+        h = self.pretrained(inputs, training=training)
+        part, gate = self.route
+        if part is None or part.adapter is None:
+            return h
+        if part.reads_sublayer_input:
+            part.handover["h"] = h
+            return ops.zeros_like(h)
+        return _gated(gate, lambda: part.adapter(h), lambda: h)
 
 
 class _AdaptedLayerNorm(_Routed):
-    """The pretrained layer norm, or the running adapter's copy of it.
-
-    With `original_ln_before`, the adapter runs here too: for `s = h + x`,
-    `LN(s + up(act(down(LN(s)))))`, AdapterHub's `seq_bn`.
-    """
-
-    @staticmethod
-    def parts(layer_adapter, slot):
-        """`(layer norm copy or None, adapter or None)`, or None for neither."""
-        adapter = getattr(layer_adapter, f"{slot}_adapter")
-        parts = (getattr(layer_adapter, f"{slot}_layer_norm"),
-                 adapter if layer_adapter.original_ln_before else None)
-        return None if parts == (None, None) else parts
+    """The pretrained layer norm or the adapter's copy of it, and the adapter
+    where it reads x: the whole sub-layer tail `_sub_layer_output(h, x)`."""
 
     def call(self, inputs):
-        parts, gate = self.route
-        if parts is None:
+        part, gate = self.route
+        if part is None or part.layer_norm is self.pretrained and not part.reads_sublayer_input:
             return self.pretrained(inputs)
-        layer_norm, adapter = parts
-        norm = self.pretrained if layer_norm is None else layer_norm
+        if not part.reads_sublayer_input:
+            return _gated(gate, lambda: part.layer_norm(inputs), lambda: self.pretrained(inputs))
+        h, x = part.handover.pop("h"), inputs  # The dropout wrapper passed zeros on.
+        return _gated(gate, lambda: _sub_layer_output(part, h, x),
+                      lambda: self.pretrained(h + x))
 
-        def adapted():
-            if adapter is None:
-                return norm(inputs)
-            return norm(inputs + adapter.bottleneck(norm(inputs)))
 
-        return _gated(gate, adapted, lambda: self.pretrained(inputs))
+def _sub_layer_output(part, h, x):
+    """AdapterHub's `bottleneck_layer_forward` (`adapters` 1.3.0) for one adapter.
+
+    h: the sub-layer's output after dropout; x: its input (the residual).
+    See `AdapterConfig` for the dataflow each field selects.
+    """
+    config, adapter, norm = part.config, part.adapter, part.layer_norm
+    if config.is_parallel:
+        outputs = adapter.parallel(x) + h
+    else:
+        inputs = residual = h
+        if config.original_ln_before:
+            inputs = h + x
+            if config.residual_before_ln == "post_add":
+                residual = inputs
+            inputs = norm(inputs)
+        if config.residual_before_ln is False:
+            residual = inputs
+        outputs = adapter(inputs, residual=residual)
+    return norm(outputs + x) if config.original_ln_after else outputs
+
+
+class _SlotPart:
+    """What the two wrappers of one slot run of a `LayerAdapter`, for one call."""
+
+    def __init__(self, layer_adapter, slot, layer_norm):
+        self.config = layer_adapter.config
+        self.adapter = getattr(layer_adapter, f"{slot}_adapter")
+        self.layer_norm = getattr(layer_adapter, f"{slot}_layer_norm") or layer_norm
+        self.reads_sublayer_input = bool(self.adapter) and self.config.reads_sublayer_input
+        self.handover = {}
 
 
 _ROUTED = {
@@ -283,16 +305,19 @@ class AdapterTransformerEncoder(TransformerEncoder):
     def call(self, inputs, *args, adapter=ACTIVE, **kwargs):
         name = self.active_adapter if adapter == ACTIVE else adapter
         layer_adapter = self.named_adapters.get(name) if self.built and name is not None else None
-        wrappers = [encoder_sublayer(self, sublayer) for sublayer in _ROUTED]
-        for wrapper, (wrapper_cls, slot) in zip(wrappers, _ROUTED.values()):
-            part = None if layer_adapter is None else wrapper_cls.parts(layer_adapter, slot)
-            object.__setattr__(wrapper, "route", (part, self.adapter_gate))
+        wrappers = {sublayer: encoder_sublayer(self, sublayer) for sublayer in _ROUTED}
+        for slot in SLOTS:
+            dropout, layer_norm = (wrappers[f"{slot}_{kind}"] for kind in ("dropout", "layer_norm"))
+            part = None if layer_adapter is None else _SlotPart(
+                layer_adapter, slot, layer_norm.pretrained)
+            for wrapper in (dropout, layer_norm):
+                object.__setattr__(wrapper, "route", (part, self.adapter_gate))
         if self.stop_input_gradient:
             inputs = ops.stop_gradient(inputs)
         try:
             return super().call(inputs, *args, **kwargs)
         finally:
-            for wrapper in wrappers:
+            for wrapper in wrappers.values():
                 object.__setattr__(wrapper, "route", (None, None))
 
     def get_config(self):

@@ -203,8 +203,8 @@ def _save_adapterhub(backbone, directory, name, tensors, head):
         parts["head" if key.startswith("head/") else "adapter"][key] = value
     files = {adapterhub.CONFIG_FILE: adapterhub.adapterhub_config(  # Checks it can be written.
         backbone.adapter_configs[name], name, backbone.hidden_dim, architecture)}
-    files[adapterhub.WEIGHTS_FILES[0]] = adapterhub.adapterhub_tensors(parts["adapter"], name,
-                                                                       architecture)
+    files[adapterhub.WEIGHTS_FILES[0]] = adapterhub.adapterhub_tensors(
+        parts["adapter"], name, architecture, backbone.adapter_configs[name]["ln_before"])
     if head is not None:
         head_config, head_tensors = adapterhub.adapterhub_head(
             head, parts["head"], name, backbone.hidden_dim, architecture)
@@ -250,7 +250,8 @@ def _read_own_adapter(directory, backbone):
 
 def _read_adapterhub_adapter(directory, backbone):
     """An AdapterHub folder as `_read_own_adapter` gives ours."""
-    config_path, name, config, tensors = adapterhub.read_adapter(directory, backbone.hidden_dim)
+    config_path, name, config, tensors = adapterhub.read_adapter(
+        directory, backbone.hidden_dim, backbone.num_layers)
     head = adapterhub.read_head(directory, name, dropout=getattr(backbone, "dropout", 0.1))
     if head is None:
         return config_path, name, config, None, tensors
@@ -266,15 +267,17 @@ def load_adapter(model, directory, load_as=None):
     A folder written by `save_adapter` is loaded exactly as it was saved.
     An AdapterHub folder (`adapter_config.json` with `adapter.safetensors`
     or `pytorch_adapter.bin`, from `adapters`' `save_adapter`) is read by
-    `saving.adapterhub`: its `double_seq_bn` and `seq_bn` adapters (with
-    either `mh_adapter` and `original_ln_before`) compute here what they
-    compute in AdapterHub, with the pretrained layer norms, and its
+    `saving.adapterhub`: its `double_seq_bn`, `seq_bn` and `par_bn` adapters,
+    with the fields that change them, compute here what they compute in
+    AdapterHub, with the pretrained layer norms, and its
     classification or regression head becomes a `ClassificationHead`.
 
     Args:
         model: an `AdapterModel` (the head is restored too), or any model
             holding an `AdapterBackbone` (the head, if saved, is ignored).
-        directory: str, a folder written by `save_adapter` or AdapterHub.
+        directory: str, a folder written by `save_adapter` or AdapterHub, or
+            the Hugging Face Hub id of an AdapterHub adapter (with
+            `huggingface_hub` installed and a network).
         load_as: str or None, the name to give it; defaults to the saved name.
 
     Returns:
@@ -297,6 +300,7 @@ def load_adapter(model, directory, load_as=None):
     ```
     """
     backbone = find_adapter_backbone(model)
+    directory = adapterhub.local_folder(directory)
     if adapterhub.is_adapterhub_folder(directory):
         read = _read_adapterhub_adapter(directory, backbone)
     else:

@@ -7,28 +7,34 @@ or `pytorch_adapter.bin`, keyed like
 `bert.encoder.layer.<i>.output.adapters.<name>.adapter_down.0.weight`
 (PyTorch `Linear` weights are `(out, in)`: a Keras kernel is the transpose).
 
-Read so far: the bottleneck configurations whose dataflow this library
-computes: AdapterHub's `double_seq_bn` (Houlsby placement,
-`y = LN(h + A(h) + x)` after both the attention and the feed-forward output),
-the same with `mh_adapter=False` (feed-forward only: our `"pfeiffer"`
-placement), and either with `original_ln_before=True`
-(`y = LN(h + x + A(LN(h + x)))`; `seq_bn` is the feed-forward one). Any
-field with a value that computes something else (`par_bn`'s `is_parallel`,
-`residual_before_ln` other than True, `original_ln_after=False`, `scaling`
-other than 1.0, gating, adapter layer norms...) raises an error naming the
-field and its value. A classification head (`head_config.json` with
-`model_head.safetensors` or `pytorch_model_head.bin`; regression is one
-label) becomes a `ClassificationHead` with AdapterHub's `layers`,
-`activation_function`, `use_pooler` and dropout.
+Read: AdapterHub's bottleneck adapters, `double_seq_bn`, `seq_bn` and
+`par_bn`, with every field that changes what they compute
+(`reduction_factor`, also per layer; `non_linearity`; `original_ln_before`,
+`original_ln_after`, `residual_before_ln`, `adapter_residual_before_ln`,
+`ln_before`, `ln_after`, `scaling`, `use_gating`, `is_parallel`,
+`leave_out`; `init_weights` is kept for adapters drawn afresh): each becomes
+the `AdapterConfig` field of the same name, and `AdapterTransformerEncoder`
+computes AdapterHub's dataflow for it. A field we do not compute (training
+`dropout`, `stochastic_depth`, PHM layers, invertible or cross adapters), an
+adapter after the attention output alone, or an unknown field raises an
+error naming the file, the field and its value. A classification head
+(`head_config.json` with `model_head.safetensors` or
+`pytorch_model_head.bin`; regression is one label) becomes a
+`ClassificationHead` with AdapterHub's `layers`, `activation_function`,
+`use_pooler` and dropout.
 
-Written: the same configurations and heads on BERT (load them in AdapterHub
+Written: the same configurations and heads, for every architecture here:
+BERT, RoBERTa, XLM-RoBERTa, ELECTRA and DistilBERT (load them in AdapterHub
 with `load_adapter(directory, use_safetensors=True)`), for adapters that use
 the pretrained layer norms (`train_layer_norms=False`), as AdapterHub's do.
+Read from the same five, in AdapterHub's and adapter-transformers' weight
+names.
 """
 
 import json
 import os
 import re
+from typing import NamedTuple
 
 import numpy as np
 
@@ -68,23 +74,92 @@ BN_CONFIG_DEFAULTS = {
     "learn_phm": True, "hypercomplex_nonlinearity": "glorot-uniform", "phm_rank": 1,
     "phm_bias": True, "stochastic_depth": 0.0,
 }
-# The fields that change what a loaded adapter computes, and the only value of
-# each that this library computes yet (the others set up training or PHM layers).
-COMPUTED = {field: BN_CONFIG_DEFAULTS[field] for field in (
-    "original_ln_after", "residual_before_ln",
-    "adapter_residual_before_ln", "ln_before", "ln_after", "is_parallel", "scaling",
-    "use_gating", "dropout", "stochastic_depth", "phm_layer", "inv_adapter", "cross_adapter")}
+# `BnConfig` fields that `AdapterConfig` holds under the same name.
+SHARED_FIELDS = ("original_ln_before", "original_ln_after", "residual_before_ln",
+                 "adapter_residual_before_ln", "ln_before", "ln_after", "scaling", "use_gating",
+                 "is_parallel", "init_weights")
+# The other fields that change what an adapter computes or trains, and the only
+# value of each that this library computes yet.
+NOT_YET = {field: BN_CONFIG_DEFAULTS[field] for field in (
+    "dropout", "stochastic_depth", "phm_layer", "inv_adapter", "cross_adapter")}
 READ = {"mh_adapter", "output_adapter", "reduction_factor", "non_linearity",
         *BN_CONFIG_DEFAULTS}
 VERSION = "adapters.1.3.0"
-# Architectures this writes AdapterHub's format for: `Architecture.name` ->
-# (AdapterHub `model_type`, its `*AdapterModel` class, the base model's attribute).
-WRITTEN_ARCHITECTURES = {"bert": ("bert", "BertAdapterModel", "bert")}
+
+class AdapterHubNames(NamedTuple):
+    """How AdapterHub names one architecture's adapters (`adapters` 1.3.0)."""
+
+    model_type: str
+    model_class: str  # Its `*AdapterModel`.
+    layers: str  # The transformer layers' module path.
+    locations: dict  # AdapterHub's `BottleneckLayer` -> our adapter slot.
+
+
+BERT_LOCATIONS = {"attention.output": "attention_adapter", "output": "feedforward_adapter"}
+# `Architecture.name` -> its names.
+ARCHITECTURES = {
+    "bert": AdapterHubNames("bert", "BertAdapterModel", "bert.encoder.layer", BERT_LOCATIONS),
+    "roberta": AdapterHubNames("roberta", "RobertaAdapterModel", "roberta.encoder.layer",
+                               BERT_LOCATIONS),
+    "xlm_roberta": AdapterHubNames("xlm-roberta", "XLMRobertaAdapterModel",
+                                   "roberta.encoder.layer", BERT_LOCATIONS),
+    "electra": AdapterHubNames("electra", "ElectraAdapterModel", "electra.encoder.layer",
+                               BERT_LOCATIONS),
+    "distil_bert": AdapterHubNames(
+        "distilbert", "DistilBertAdapterModel", "distilbert.transformer.layer",
+        {"attention_adapters": "attention_adapter", "output_adapters": "feedforward_adapter"}),
+}
+# Every location name, for reading (a key names its architecture by its prefix alone).
+LOCATIONS = {location: slot for names in ARCHITECTURES.values()
+             for location, slot in names.locations.items()}
 
 # Our weight key (`adapter_files` layout) for each part of an AdapterHub key.
-LOCATIONS = {"attention.output": "attention_adapter", "output": "feedforward_adapter"}
-PROJECTIONS = {"adapter_down.0": "down_projection", "adapter_up": "up_projection"}
-PARAMETERS = {"weight": "kernel", "bias": "bias"}
+LINEAR = {"weight": "kernel", "bias": "bias"}
+LAYER_NORM = {"weight": "gamma", "bias": "beta"}
+
+
+def _modules(ln_before):
+    """`{AdapterHub module: (our sub-layer, its parameter names)}` of one adapter.
+
+    With `ln_before`, AdapterHub's `adapter_down` Sequential starts with the
+    layer norm, which it also holds as `adapter_norm_before`: the state dict
+    has it twice, and the down-projection is `adapter_down.1`.
+    """
+    modules = {f"adapter_down.{int(ln_before)}": ("down_projection", LINEAR),
+               "adapter_up": ("up_projection", LINEAR), "gate": ("gate", LINEAR),
+               "adapter_norm_after": ("norm_after", LAYER_NORM)}
+    if ln_before:
+        modules["adapter_norm_before"] = modules["adapter_down.0"] = ("norm_before", LAYER_NORM)
+    return modules
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def local_folder(directory):
+    """`directory`, or a local copy of the Hugging Face Hub repository it names.
+
+    A path that is no folder but looks like `owner/name` (an AdapterHub
+    adapter on the Hub, e.g. `"AdapterHub/bert-base-uncased-pf-mrpc"`) is
+    fetched with `huggingface_hub.snapshot_download`, which needs that
+    package and a network (or its cache).
+
+    Raises:
+        FileNotFoundError: naming `directory`, when it cannot be fetched.
+    """
+    if os.path.isdir(directory) or not HUB_ID.match(directory):
+        return directory
+    try:
+        import huggingface_hub  # An optional dependency.
+    except ImportError:
+        raise FileNotFoundError(
+            f"{directory!r} is not a folder; to fetch it as a Hugging Face Hub id, "
+            "`pip install huggingface_hub` (and have a network).") from None
+    try:
+        return huggingface_hub.snapshot_download(directory)
+    except Exception as error:  # Offline, unknown repository, no access...
+        raise FileNotFoundError(f"{directory!r} is not a folder, and fetching it from the "
+                                f"Hugging Face Hub failed: {error}") from error
 
 
 def is_adapterhub_folder(directory):
@@ -100,13 +175,14 @@ def _field_error(path, field, value, why):
     return ValueError(f"{path}: field 'config.{field}' is {value!r}: {why}.")
 
 
-def adapter_config(saved, path, hidden_dim):
+def adapter_config(saved, path, hidden_dim, num_layers):
     """The `AdapterConfig` of an AdapterHub `adapter_config.json` dict.
 
     Args:
         saved: the file's dict.
         path: str, the file (for errors).
         hidden_dim: int, the backbone's hidden size.
+        num_layers: int, its number of transformer layers.
 
     Raises:
         ValueError: naming the file, the field and its value, for a
@@ -114,13 +190,17 @@ def adapter_config(saved, path, hidden_dim):
             other than the backbone's.
     """
     config = saved["config"]
+    if config.get("architecture") is not None:  # LoRA, prefix tuning, ReFT...
+        raise _field_error(path, "architecture", config["architecture"],
+                           "only bottleneck adapters (architecture null) are read")
+    config = {field: value for field, value in config.items() if field != "architecture"}
     if saved.get("hidden_size", hidden_dim) != hidden_dim:
         raise ValueError(f"{path}: field 'hidden_size' is {saved['hidden_size']}, but this "
                          f"backbone has {hidden_dim}.")
     for field, value in config.items():
-        if field in COMPUTED and value != COMPUTED[field]:
+        if field in NOT_YET and value != NOT_YET[field]:
             raise _field_error(path, field, value,
-                               f"not supported yet (only {COMPUTED[field]!r} is)")
+                               f"not supported yet (only {NOT_YET[field]!r} is)")
         if field not in READ:
             raise _field_error(path, field, value, "unknown field")
     if not config.get("output_adapter"):
@@ -132,49 +212,85 @@ def adapter_config(saved, path, hidden_dim):
     if activation not in ACTIVATIONS:
         raise _field_error(path, "non_linearity", config.get("non_linearity"),
                            f"expected one of {sorted(ACTIVATIONS)}")
-    factor = config.get("reduction_factor")
-    if isinstance(factor, dict):
-        if set(factor) != {"default"}:
-            raise _field_error(path, "reduction_factor", factor,
-                               "a size per layer is not supported yet")
-        factor = factor["default"]
+    factors = config.get("reduction_factor")
+    if isinstance(factors, dict) and "default" not in factors:
+        missing = [i for i in range(num_layers)
+                   if str(i) not in factors and i not in (config.get("leave_out") or ())]
+        if missing:
+            raise _field_error(path, "reduction_factor", factors,
+                               f"no entry for layer {missing[0]} and no 'default'")
+    sizes = {key: _adapter_size(path, factors, factor, hidden_dim)
+             for key, factor in (factors.items() if isinstance(factors, dict) else [(0, factors)])}
+    try:
+        return AdapterConfig(
+            adapter_size=sizes if isinstance(factors, dict) else sizes[0],
+            activation=ACTIVATIONS[activation],
+            placement="houlsby" if config.get("mh_adapter") else "pfeiffer",
+            train_layer_norms=False,  # AdapterHub trains adapters and the head only.
+            leave_out=tuple(config.get("leave_out") or ()),
+            **{field: config.get(field, BN_CONFIG_DEFAULTS[field]) for field in SHARED_FIELDS},
+        )
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
+def _adapter_size(path, factors, factor, hidden_dim):
+    """AdapterHub's bottleneck size for one `reduction_factor` entry: `int(H // rf)`, at least 1."""
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
-        raise _field_error(path, "reduction_factor", factor, "expected a positive number")
-    return AdapterConfig(
-        adapter_size=max(1, int(hidden_dim // factor)),  # AdapterHub's size.
-        activation=ACTIVATIONS[activation],
-        placement="houlsby" if config.get("mh_adapter") else "pfeiffer",
-        train_layer_norms=False,  # AdapterHub trains adapters and the head only.
-        leave_out=tuple(config.get("leave_out") or ()),
-        original_ln_before=bool(config.get("original_ln_before", False)),
-    )
+        raise _field_error(path, "reduction_factor", factors, "expected a positive number, or "
+                           "a dict from layer index or 'default' to one")
+    return max(1, int(hidden_dim // factor))
 
 
-def adapter_tensors(tensors, name, path):
+# Weight names of adapter-transformers, before `adapters` (AdapterHub renames them too).
+LEGACY_MODULES = ("attention_text_task_adapters", "attention_text_lang_adapters",
+                  "layer_text_task_adapters", "layer_text_lang_adapters")
+
+
+def _renamed_legacy(key):
+    for legacy in LEGACY_MODULES:
+        key = key.replace(legacy, "adapters")
+    return key
+
+
+def adapter_tensors(tensors, name, path, ln_before):
     """AdapterHub weights renamed to `adapter_files`' keys (`layer_<i>/<part>/<weight>`).
+
+    Args:
+        tensors: `{AdapterHub key: array}`.
+        name: str, the adapter.
+        path: str, the weights file (for errors).
+        ln_before: bool, the config's `ln_before` (it renumbers `adapter_down`).
 
     Raises:
         ValueError: naming the file and the key, for a tensor that is not a
             bottleneck adapter weight of adapter `name`.
     """
+    modules = _modules(ln_before)
+    tensors = {_renamed_legacy(key): value for key, value in tensors.items()}
     key = re.compile(
-        rf"^(?:\w+\.)?encoder\.layer\.(\d+)\.({'|'.join(map(re.escape, LOCATIONS))})"
-        rf"\.adapters\.{re.escape(name)}\.({'|'.join(map(re.escape, PROJECTIONS))})"
-        rf"\.(weight|bias)$")
+        rf"^(?:\w+\.)?(?:encoder|transformer)\.layer\.(\d+)\."
+        rf"({'|'.join(map(re.escape, LOCATIONS))})"
+        rf"\.adapters\.{re.escape(name)}\.(?:(scaling)|({'|'.join(map(re.escape, modules))})"
+        rf"\.(weight|bias))$")
     renamed = {}
     for saved_key, value in tensors.items():
         match = key.match(saved_key)
         if match is None:
             raise ValueError(f"{path}: tensor {saved_key!r} is not a weight of a bottleneck "
                              f"adapter named {name!r} this library reads.")
-        layer, location, projection, parameter = match.groups()
-        ours = (f"layer_{layer}/{LOCATIONS[location]}/{PROJECTIONS[projection]}/"
-                f"{PARAMETERS[parameter]}")
-        renamed[ours] = value.T if parameter == "weight" else value
+        layer, location, scaling, module, parameter = match.groups()
+        prefix = f"layer_{layer}/{LOCATIONS[location]}"
+        if scaling:
+            renamed[f"{prefix}/scaling"] = value
+            continue
+        ours, parameters = modules[module]
+        transpose = parameters is LINEAR and parameter == "weight"
+        renamed[f"{prefix}/{ours}/{parameters[parameter]}"] = value.T if transpose else value
     return renamed
 
 
-def read_adapter(directory, hidden_dim):
+def read_adapter(directory, hidden_dim, num_layers):
     """An AdapterHub adapter folder as `(config_path, name, AdapterConfig, tensors)`.
 
     `tensors` are keyed as `adapter_files` keys an adapter's weights.
@@ -189,9 +305,10 @@ def read_adapter(directory, hidden_dim):
     path = os.path.join(directory, CONFIG_FILE)
     with open(path, encoding="utf-8") as f:
         saved = json.load(f)
-    config = adapter_config(saved, path, hidden_dim)
+    config = adapter_config(saved, path, hidden_dim, num_layers)
     file, tensors = read_tensors(directory, *WEIGHTS_FILES)
-    return path, saved["name"], config, adapter_tensors(tensors, saved["name"], file)
+    return path, saved["name"], config, adapter_tensors(tensors, saved["name"], file,
+                                                        config.ln_before)
 
 
 # `AdapterConfig.activation` -> AdapterHub `non_linearity`.
@@ -218,9 +335,9 @@ def adapterhub_config(config, name, hidden_dim, architecture):
             AdapterHub's use the pretrained ones), an activation AdapterHub
             lacks, or an architecture not written yet.
     """
-    if architecture not in WRITTEN_ARCHITECTURES:
-        raise ValueError(f"Writing AdapterHub's format for a {architecture!r} backbone is not "
-                         f"supported yet (only {sorted(WRITTEN_ARCHITECTURES)}).")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"AdapterHub has no {architecture!r} backbone; it is written for "
+                         f"{sorted(ARCHITECTURES)}.")
     if config["train_layer_norms"]:
         raise ValueError(
             f"Adapter {name!r} has train_layer_norms=True: it trains its own copies of the "
@@ -229,50 +346,65 @@ def adapterhub_config(config, name, hidden_dim, architecture):
     if config["activation"] not in NON_LINEARITIES:
         raise ValueError(f"Adapter {name!r} has activation {config['activation']!r}, which "
                          f"AdapterHub lacks; expected one of {sorted(NON_LINEARITIES)}.")
-    model_type, model_class, _ = WRITTEN_ARCHITECTURES[architecture]
-    size = config["adapter_size"] or hidden_dim // config["reduction_factor"]
+    names = ARCHITECTURES[architecture]
+    config = AdapterConfig.from_dict(config)
+    factors = config.reduction_factor
+    if factors is None:  # AdapterHub has no size field: the factor that gives each size.
+        sizes = config.adapter_size
+        factors = ({key: _reduction_factor(size, hidden_dim) for key, size in sizes.items()}
+                   if isinstance(sizes, dict) else _reduction_factor(sizes, hidden_dim))
     return {
         "config": {
             **BN_CONFIG_DEFAULTS,
-            "mh_adapter": config["placement"] == "houlsby",
+            "mh_adapter": config.placement == "houlsby",
             "output_adapter": True,
-            "reduction_factor": _reduction_factor(size, hidden_dim),
-            "non_linearity": NON_LINEARITIES[config["activation"]],
-            "leave_out": list(config["leave_out"]),
-            "original_ln_before": config.get("original_ln_before", False),
+            "reduction_factor": factors,
+            "non_linearity": NON_LINEARITIES[config.activation],
+            "leave_out": list(config.leave_out),
+            **{field: getattr(config, field) for field in SHARED_FIELDS},
         },
         "hidden_size": hidden_dim,
-        "model_class": model_class,
+        "model_class": names.model_class,
         "model_name": "",
-        "model_type": model_type,
+        "model_type": names.model_type,
         "name": name,
         "version": VERSION,
     }
 
 
-def adapterhub_tensors(tensors, name, architecture):
+def adapterhub_tensors(tensors, name, architecture, ln_before):
     """`adapter_files`' adapter tensors renamed to AdapterHub's keys (kernels transposed).
 
     Args:
-        tensors: `{"layer_<i>/<slot>_adapter/<projection>/<weight>": array}`.
+        tensors: `{"layer_<i>/<slot>_adapter/<sub-layer>/<weight>": array}`
+            (or `.../scaling`).
         name: str, the adapter.
-        architecture: str, a key of `WRITTEN_ARCHITECTURES` (checked by
+        architecture: str, a key of `ARCHITECTURES` (checked by
             `adapterhub_config` first).
+        ln_before: bool, the config's `ln_before`.
 
     Returns:
         `{"<prefix>.encoder.layer.<i>.<location>.adapters.<name>.<module>.<weight|bias>": array}`,
         as AdapterHub's `BottleneckLayer` names them (adapters 1.3.0).
     """
-    prefix = WRITTEN_ARCHITECTURES[architecture][2]
-    names = [{ours: theirs for theirs, ours in table.items()}
-             for table in (LOCATIONS, PROJECTIONS, PARAMETERS)]
+    names = ARCHITECTURES[architecture]
+    locations = {ours: theirs for theirs, ours in names.locations.items()}
+    modules = {}  # Our sub-layer -> its AdapterHub modules (the layer norm before twice).
+    for theirs, (ours, parameters) in _modules(ln_before).items():
+        modules.setdefault(ours, []).append((theirs, parameters))
     renamed = {}
     for key, value in tensors.items():
-        layer, location, projection, parameter = key.split("/")
-        theirs = (f"{prefix}.encoder.layer.{layer.removeprefix('layer_')}."
-                  f"{names[0][location]}.adapters.{name}.{names[1][projection]}."
-                  f"{names[2][parameter]}")
-        renamed[theirs] = np.ascontiguousarray(value.T if parameter == "kernel" else value)
+        layer, location, *weight = key.split("/")
+        start = (f"{names.layers}.{layer.removeprefix('layer_')}.{locations[location]}"
+                 f".adapters.{name}")
+        if weight == ["scaling"]:
+            renamed[f"{start}.scaling"] = np.ascontiguousarray(value)
+            continue
+        for module, parameters in modules[weight[0]]:
+            parameter = {ours: theirs for theirs, ours in parameters.items()}[weight[1]]
+            transpose = parameters is LINEAR and parameter == "weight"
+            renamed[f"{start}.{module}.{parameter}"] = np.ascontiguousarray(
+                value.T if transpose else value)
     return renamed
 
 
@@ -366,7 +498,7 @@ def head_tensors(tensors, name, layers, path):
             raise ValueError(f"{path}: tensor {saved_key!r} is not a weight of a "
                              f"{layers}-layer classification head named {name!r}.")
         index, parameter = int(match.group(1)), match.group(2)
-        renamed[f"head/{ours[index]}/{PARAMETERS[parameter]}"] = (
+        renamed[f"head/{ours[index]}/{LINEAR[parameter]}"] = (
             value.T if parameter == "weight" else value)
     return renamed
 
@@ -379,7 +511,7 @@ def adapterhub_head(head, tensors, name, hidden_dim, architecture):
         tensors: its weights as `adapter_files` keys them (`head/<dense>/<weight>`).
         name: str, the task.
         hidden_dim: int, the backbone's hidden size.
-        architecture: str, `Architecture.name`, a key of `WRITTEN_ARCHITECTURES`.
+        architecture: str, `Architecture.name`, a key of `ARCHITECTURES`.
 
     Raises:
         ValueError: for another kind of head, or an activation AdapterHub lacks.
@@ -390,7 +522,7 @@ def adapterhub_head(head, tensors, name, hidden_dim, architecture):
     if head.activation not in NON_LINEARITIES:
         raise ValueError(f"Task {name!r}'s head has activation {head.activation!r}, which "
                          f"AdapterHub lacks; expected one of {sorted(NON_LINEARITIES)}.")
-    model_type, model_class, _ = WRITTEN_ARCHITECTURES[architecture]
+    names = ARCHITECTURES[architecture]
     config = {
         "config": {
             "head_type": "classification", "num_labels": head.num_classes,
@@ -398,11 +530,11 @@ def adapterhub_head(head, tensors, name, hidden_dim, architecture):
             "label2id": {f"LABEL_{i}": i for i in range(head.num_classes)},
             "use_pooler": head.use_pooler, "bias": True, "dropout_prob": head.dropout,
         },
-        "hidden_size": hidden_dim, "model_class": model_class, "model_name": "",
-        "model_type": model_type, "name": name, "version": VERSION,
+        "hidden_size": hidden_dim, "model_class": names.model_class, "model_name": "",
+        "model_type": names.model_type, "name": name, "version": VERSION,
     }
     indices = {dense: index for index, dense in _head_denses(head.layers).items()}
-    parameters = {ours: theirs for theirs, ours in PARAMETERS.items()}
+    parameters = {ours: theirs for theirs, ours in LINEAR.items()}
     renamed = {}
     for key, value in tensors.items():
         _, dense, parameter = key.split("/")

@@ -41,7 +41,8 @@ def define_flags():
                          "Hidden size / adapter size; replaces --adapter_size.")
     flags.DEFINE_enum("adapter_placement", "houlsby", [*PLACEMENTS, *PLACEMENT_ALIASES],
                       "houlsby: after attention and FFN; pfeiffer: after FFN; AdapterHub's "
-                      "double_seq_bn (= houlsby) and seq_bn (pfeiffer, reading LN(h + x)).")
+                      "double_seq_bn (= houlsby), seq_bn (pfeiffer, reading LN(h + x)) and "
+                      "par_bn (pfeiffer, in parallel with the FFN, scaled by 4).")
     flags.DEFINE_integer("drop_first_n", 0,
                          "AdapterDrop: no adapters in the lowest n layers. With "
                          "--robust_adapter_drop, the n used at evaluation and export.")
