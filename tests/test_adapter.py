@@ -61,6 +61,20 @@ def test_adapterhub_inits_bert_and_mam_adapter():
     np.testing.assert_array_equal(mam(h), h)
 
 
+def test_dropout_acts_in_training_only_through_the_call_context():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 16))
+    adapter = BottleneckAdapter(adapter_size=4, dropout=0.5, initializer_std=1.0)
+    model = keras.Model(inputs, adapter(inputs))  # `training` reaches the adapter unpassed.
+    h = np.random.default_rng(0).normal(size=(2, 6, 16)).astype("float32")
+    up = adapter.up_projection(adapter.activation(adapter.down_projection(h)))
+    np.testing.assert_allclose(model(h, training=False), h + up, atol=1e-6)
+    dropped = np.asarray(model(h, training=True)) - h
+    kept = dropped != 0  # Kept units are scaled by 1 / (1 - 0.5).
+    assert 0.3 < kept.mean() < 0.7
+    np.testing.assert_allclose(dropped[kept], 2 * np.asarray(up)[kept], atol=1e-5)
+
+
 def test_computes_h_plus_up_act_down_h():
     keras.utils.set_random_seed(1)
     adapter = _build(8, adapter_size=3, activation="relu", initializer_std=0.5)

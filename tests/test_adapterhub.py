@@ -1,15 +1,12 @@
 """AdapterHub adapter folders: written by `adapters` 1.3.0, loaded here, the same outputs.
 
-A subprocess (PyTorch, transformers and adapters; they clash with
-TensorFlow in one process) puts random adapters on a tiny random BERT,
+A subprocess (`helpers.run_torch_script`: PyTorch, transformers and adapters
+clash with TensorFlow in one process) puts random adapters on a tiny random BERT,
 saves them in AdapterHub's format and records the model's outputs.
 """
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -56,7 +53,8 @@ CONFIGS = {
                                                 ln_before=True, scaling=0.5),
     "seq_bn_post_add": SeqBnConfig(reduction_factor=2, residual_before_ln="post_add",
                                    scaling="channel", use_gating=True),
-    "seq_bn_no_ln_after": SeqBnConfig(reduction_factor=2, original_ln_after=False),
+    "seq_bn_no_ln_after": SeqBnConfig(reduction_factor=2, original_ln_after=False,
+                                      dropout=0.3),  # Training only: no change here.
     "bin_houlsby_ln_after": DoubleSeqBnConfig(reduction_factor=2, ln_after=True,
                                               ln_before=True, adapter_residual_before_ln=True),
     "double_no_ln_after": DoubleSeqBnConfig(reduction_factor=2, original_ln_after=False,
@@ -105,18 +103,9 @@ def adapterhub(tmp_path_factory):
         pytest.skip("adapters is not installed (the test extra installs it)")
     root = tmp_path_factory.mktemp("adapterhub")
     folder = write_hf_folder(root / "bert", tiny_hf_tensors())
-    outputs = _in_adapterhub(_ADAPTERHUB_SCRIPT, folder=folder, root=str(root))
+    outputs = run_torch_script(_ADAPTERHUB_SCRIPT, folder=folder, root=str(root),
+                               token_ids=TOKEN_IDS, padding_mask=PADDING_MASK)
     return folder, root, outputs
-
-
-def _in_adapterhub(script, **args):
-    """Run `script` with `args` (and the inputs) as JSON on stdin; returns its JSON output."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    payload = {**args, "token_ids": TOKEN_IDS, "padding_mask": PADDING_MASK}
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=300, input=json.dumps(payload))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
 
 
 @pytest.mark.parametrize("name", ["houlsby", "houlsby_swish", "feedforward_gelu_new", "bin_relu",
@@ -174,7 +163,7 @@ def _inputs():
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("dropout", 0.1, r"'config\.dropout' is 0\.1: not supported yet"),
+    ("stochastic_depth", 0.1, r"'config\.stochastic_depth' is 0\.1: not supported yet"),
     ("phm_layer", True, r"'config\.phm_layer' is True: not supported yet"),
     ("residual_before_ln", "pre_add", r"adapter_config\.json: residual_before_ln must be one"),
     ("scaling", "vector", r"adapter_config\.json: scaling must be a number or one of"),
@@ -266,7 +255,8 @@ def test_adapters_saved_for_adapterhub_compute_there_what_they_compute_here(adap
                           np.asarray(model(_inputs())))
         directories[name] = str(tmp_path / name)
         save_adapter(model, directories[name], name, format="adapterhub")
-    actual = _in_adapterhub(_LOAD_IN_ADAPTERHUB, folder=folder, adapters=directories)
+    actual = run_torch_script(_LOAD_IN_ADAPTERHUB, folder=folder, adapters=directories,
+                              token_ids=TOKEN_IDS, padding_mask=PADDING_MASK)
     mask = np.array(PADDING_MASK, bool)
     for name, (hidden, logits) in expected.items():
         np.testing.assert_allclose(np.array(actual[name]["hidden"])[mask], hidden[mask], rtol=0,

@@ -110,6 +110,8 @@ class AdapterConfig:
             PyTorch's default uniform down-projection, zero up-projection),
             as AdapterHub draws them; biases start at zero. Defaults to
             `"houlsby"`.
+        dropout: float in [0, 1). Dropout on `scaling * up(...)`, in
+            training only. Defaults to 0.0.
 
     Raises:
         ValueError: on a bad size, both sizes given, an unknown placement or
@@ -142,6 +144,7 @@ class AdapterConfig:
     use_gating: bool = False
     is_parallel: bool = False
     init_weights: str = "houlsby"
+    dropout: float = 0.0
 
     def __post_init__(self):
         if self.adapter_size is not None and self.reduction_factor is not None:
@@ -195,6 +198,8 @@ class AdapterConfig:
         if self.is_parallel and self.original_ln_before:
             raise ValueError("is_parallel and original_ln_before exclude each other: a "
                              "parallel adapter reads the sub-layer's input.")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}.")
         if self.init_weights not in INIT_WEIGHTS:
             raise ValueError(f"init_weights must be one of {INIT_WEIGHTS}; "
                              f"got {self.init_weights!r}.")
@@ -222,7 +227,7 @@ class AdapterConfig:
         return {field: getattr(self, field) for field in (
             "adapter_size", "reduction_factor", "activation", "initializer_std", "scaling",
             "use_gating", "ln_before", "ln_after", "adapter_residual_before_ln",
-            "init_weights")}
+            "init_weights", "dropout")}
 
     def to_dict(self):
         """A JSON-ready dict of every field."""

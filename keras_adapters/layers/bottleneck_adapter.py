@@ -69,6 +69,8 @@ class BottleneckAdapter(keras.layers.Layer):
             uniform down-projection, zero up-projection); biases start at
             zero. The gate is drawn as AdapterHub draws it. Defaults to
             `"houlsby"`.
+        dropout: float in [0, 1). Dropout on `scaling * up(...)` before the
+            gate, in training only. Defaults to 0.0.
         **kwargs: passed to `keras.layers.Layer` (name, dtype, trainable...).
 
     Call arguments:
@@ -83,7 +85,7 @@ class BottleneckAdapter(keras.layers.Layer):
         ValueError: if neither or both of `adapter_size` and
             `reduction_factor` are given, if either is not a positive integer,
             if `initializer_std` is negative, on an unknown `scaling` or
-            `init_weights`, or if the reduction factor leaves a bottleneck of
+            `init_weights`, a `dropout` outside [0, 1), or if the reduction factor leaves a bottleneck of
             size zero.
 
     Example:
@@ -106,6 +108,7 @@ class BottleneckAdapter(keras.layers.Layer):
         ln_after=False,
         adapter_residual_before_ln=False,
         init_weights="houlsby",
+        dropout=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -130,6 +133,8 @@ class BottleneckAdapter(keras.layers.Layer):
         if isinstance(scaling, str) and scaling not in ("learned", "channel"):
             raise ValueError(f"`scaling` must be a number, 'learned' or 'channel'; "
                              f"got {scaling!r}.")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"`dropout` must be in [0, 1); got {dropout}.")
         if init_weights not in ("houlsby", "bert", "mam_adapter"):
             raise ValueError(f"`init_weights` must be 'houlsby', 'bert' or 'mam_adapter'; "
                              f"got {init_weights!r}.")
@@ -145,6 +150,7 @@ class BottleneckAdapter(keras.layers.Layer):
         self.ln_after = ln_after
         self.adapter_residual_before_ln = adapter_residual_before_ln
         self.init_weights = init_weights
+        self.dropout = dropout
         self.supports_masking = True
 
     def _initializers(self, fan_in):
@@ -165,7 +171,7 @@ class BottleneckAdapter(keras.layers.Layer):
     def _plain(self):
         """Whether this is the Houlsby adapter, with none of AdapterHub's options."""
         return (self.scaling == 1.0 and not self.use_gating and not self.ln_before
-                and not self.ln_after)
+                and not self.ln_after and not self.dropout)
 
     def build(self, inputs_shape):
         hidden_dim = inputs_shape[-1]
@@ -202,6 +208,7 @@ class BottleneckAdapter(keras.layers.Layer):
                                            bias_initializer=gate_init[1],
                                            dtype=self.dtype_policy, name="gate")
             self.gate.build(inputs_shape)
+        self.dropout_layer = keras.layers.Dropout(self.dropout) if self.dropout else None
         if isinstance(self.scaling, str):
             self.scaling_weight = self.add_weight(
                 shape=(1,) if self.scaling == "learned" else (hidden_dim,),
@@ -239,6 +246,8 @@ class BottleneckAdapter(keras.layers.Layer):
             outputs = outputs * self.scaling_weight
         elif self.scaling != 1.0:
             outputs = outputs * self.scaling
+        if self.dropout_layer is not None:  # In training only (Keras' call context).
+            outputs = self.dropout_layer(outputs)
         if self.gate is not None:
             outputs = outputs * ops.mean(ops.sigmoid(self.gate(inputs)), axis=-2, keepdims=True)
         return outputs
@@ -267,6 +276,7 @@ class BottleneckAdapter(keras.layers.Layer):
                 "ln_after": self.ln_after,
                 "adapter_residual_before_ln": self.adapter_residual_before_ln,
                 "init_weights": self.init_weights,
+                "dropout": self.dropout,
             }
         )
         return config

@@ -121,8 +121,8 @@ class _Routed(keras.layers.Layer):
     """A pretrained sub-layer that the running adapter may extend or replace.
 
     `AdapterTransformerEncoder.call` sets `route` to `(part, gate)` for one
-    call, `part` the running `LayerAdapter` and its slot; it is stored past
-    Keras' tracking, since the `LayerAdapter` belongs to the encoder.
+    call, `part` a `_SlotPart` of the running `LayerAdapter`; it is stored
+    past Keras' tracking, since the `LayerAdapter` belongs to the encoder.
     """
 
     def __init__(self, pretrained, **kwargs):
@@ -195,7 +195,8 @@ class _SlotPart:
         self.config = layer_adapter.config
         self.adapter = getattr(layer_adapter, f"{slot}_adapter")
         self.layer_norm = getattr(layer_adapter, f"{slot}_layer_norm") or layer_norm
-        self.reads_sublayer_input = bool(self.adapter) and self.config.reads_sublayer_input
+        self.reads_sublayer_input = (self.adapter is not None
+                                     and self.config.reads_sublayer_input)
         self.handover = {}
 
 

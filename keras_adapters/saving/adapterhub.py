@@ -12,10 +12,11 @@ Read: AdapterHub's bottleneck adapters, `double_seq_bn`, `seq_bn` and
 (`reduction_factor`, also per layer; `non_linearity`; `original_ln_before`,
 `original_ln_after`, `residual_before_ln`, `adapter_residual_before_ln`,
 `ln_before`, `ln_after`, `scaling`, `use_gating`, `is_parallel`,
-`leave_out`; `init_weights` is kept for adapters drawn afresh): each becomes
+`leave_out`, training `dropout`; `init_weights` is kept for adapters drawn
+afresh): each becomes
 the `AdapterConfig` field of the same name, and `AdapterTransformerEncoder`
-computes AdapterHub's dataflow for it. A field we do not compute (training
-`dropout`, `stochastic_depth`, PHM layers, invertible or cross adapters), an
+computes AdapterHub's dataflow for it. A field we do not compute
+(`stochastic_depth`, PHM layers, invertible or cross adapters), an
 adapter after the attention output alone, or an unknown field raises an
 error naming the file, the field and its value. A classification head
 (`head_config.json` with `model_head.safetensors` or
@@ -77,11 +78,11 @@ BN_CONFIG_DEFAULTS = {
 # `BnConfig` fields that `AdapterConfig` holds under the same name.
 SHARED_FIELDS = ("original_ln_before", "original_ln_after", "residual_before_ln",
                  "adapter_residual_before_ln", "ln_before", "ln_after", "scaling", "use_gating",
-                 "is_parallel", "init_weights")
+                 "is_parallel", "init_weights", "dropout")
 # The other fields that change what an adapter computes or trains, and the only
 # value of each that this library computes yet.
 NOT_YET = {field: BN_CONFIG_DEFAULTS[field] for field in (
-    "dropout", "stochastic_depth", "phm_layer", "inv_adapter", "cross_adapter")}
+    "stochastic_depth", "phm_layer", "inv_adapter", "cross_adapter")}
 READ = {"mh_adapter", "output_adapter", "reduction_factor", "non_linearity",
         *BN_CONFIG_DEFAULTS}
 VERSION = "adapters.1.3.0"
