@@ -151,9 +151,10 @@ def save_adapter(model, directory, name, format="keras_adapters"):
 
     With `format="adapterhub"`, writes AdapterHub's `adapter_config.json`,
     `adapter.safetensors` and, for a `ClassificationHead`, `head_config.json`
-    and `model_head.safetensors` instead (`saving.adapterhub`; BERT
-    backbones, adapters with `train_layer_norms=False`), which `adapters`
-    1.3.0 loads with `model.load_adapter(directory, use_safetensors=True)`.
+    and `model_head.safetensors` instead (`saving.adapterhub`; BERT,
+    RoBERTa, XLM-RoBERTa, ELECTRA and DistilBERT backbones, adapters with
+    `train_layer_norms=False`), which `adapters` 1.3.0 loads with
+    `model.load_adapter(directory, use_safetensors=True)`.
 
     Args:
         model: an `AdapterModel`, or any model holding an
