@@ -228,7 +228,21 @@ def resident_gb(field):
 # === Our side (TensorFlow): imports stay inside, PyTorch's worker never loads them ===
 
 
-class OursWorker:
+class ArmsWorker:
+    """A library's worker: `arms`, `{arm: (prepare, run)}`, built by `build_arms`."""
+
+    def build_arms(self, arms):
+        """Build the requested training arms, and all inference arms if any is requested."""
+        self.trainable, self.adapter_sizes, self.arms = {}, {}, {}
+        for arm in arms:
+            if arm in TRAIN_ARMS:
+                self.arms[arm] = self.training_arm(arm)
+        if any(arm not in TRAIN_ARMS for arm in arms):
+            self.arms.update(self.inference_arms())
+            self.arms["matmul"] = self.matmul_arm()
+
+
+class OursWorker(ArmsWorker):
     """Every arm on this library, built, traced and warmed up."""
 
     library = "ours"
@@ -246,13 +260,7 @@ class OursWorker:
                          "padding_mask": padding_mask}
         self.labels = labels
         self.inputs = {name: tf.constant(value) for name, value in self.features.items()}
-        self.trainable, self.adapter_sizes, self.arms = {}, {}, {}
-        for arm in arms:
-            if arm in TRAIN_ARMS:
-                self.arms[arm] = self.training_arm(arm)
-        if any(arm not in TRAIN_ARMS for arm in arms):
-            self.arms.update(self.inference_arms())
-            self.arms["matmul"] = self.matmul_arm()
+        self.build_arms(arms)
 
     def adapter_config(self, train_layer_norms):
         from keras_adapters import AdapterConfig
@@ -373,7 +381,7 @@ class OursWorker:
 # === AdapterHub's side (PyTorch): imports stay inside, TensorFlow's worker never loads them ===
 
 
-class AdapterHubWorker:
+class AdapterHubWorker(ArmsWorker):
     """Every arm on AdapterHub, built and warmed up."""
 
     library = "adapterhub"
@@ -395,13 +403,7 @@ class AdapterHubWorker:
                        "token_type_ids": torch.tensor(segment_ids, dtype=torch.long),
                        "attention_mask": torch.tensor(padding_mask, dtype=torch.long)}
         self.labels = torch.tensor(labels, dtype=torch.long)
-        self.trainable, self.adapter_sizes, self.arms = {}, {}, {}
-        for arm in arms:
-            if arm in TRAIN_ARMS:
-                self.arms[arm] = self.training_arm(arm)
-        if any(arm not in TRAIN_ARMS for arm in arms):
-            self.arms.update(self.inference_arms())
-            self.arms["matmul"] = self.matmul_arm()
+        self.build_arms(arms)
 
     def model(self):
         import adapters

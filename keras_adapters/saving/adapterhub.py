@@ -87,6 +87,7 @@ READ = {"mh_adapter", "output_adapter", "reduction_factor", "non_linearity",
         *BN_CONFIG_DEFAULTS}
 VERSION = "adapters.1.3.0"
 
+
 class AdapterHubNames(NamedTuple):
     """How AdapterHub names one architecture's adapters (`adapters` 1.3.0)."""
 
