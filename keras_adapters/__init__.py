@@ -3,6 +3,7 @@
 from keras_adapters.configuration.adapter_config import AdapterConfig
 from keras_adapters.data.pipeline import make_preprocessor, text_dataset
 from keras_adapters.layers.adapter_drop import AdapterDrop
+from keras_adapters.layers.adapter_fusion import AdapterFusion
 from keras_adapters.layers.bottleneck_adapter import BottleneckAdapter
 from keras_adapters.layers.heads import ClassificationHead
 from keras_adapters.models.adapter_backbone import AdapterBackbone, add_adapters
@@ -41,6 +42,7 @@ __all__ = [
     "AdapterXLMRobertaBackbone",
     "AdapterConfig",
     "AdapterDrop",
+    "AdapterFusion",
     "AdapterModel",
     "AdapterTransformerEncoder",
     "BottleneckAdapter",
