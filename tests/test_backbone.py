@@ -73,6 +73,19 @@ def test_leave_out_layers_get_no_adapters(backbone, inputs):
         [False, True, False]
 
 
+def test_sizes_per_layer_and_a_missing_one_changes_nothing(backbone, inputs):
+    adapted = add_adapters(backbone, AdapterConfig(adapter_size={"1": 3, "default": 5},
+                                                   leave_out=(2,)))
+    sizes = [part.feedforward_adapter.bottleneck_dim
+             for part in adapted.layer_adapters("default").values()]
+    assert sizes == [5, 3]
+    with pytest.raises(ValueError, match="no entry for layer 1 and no 'default'"):
+        adapted.add_adapter("partial", AdapterConfig(adapter_size={"0": 2}))
+    assert adapted.adapter_names == ["default"]
+    assert all(list(layer.named_adapters) in ([], ["default"])
+               for layer in adapted.transformer_layers)
+
+
 def test_adapters_change_outputs_and_adapter_drop_all_equals_backbone(backbone, inputs):
     adapted = add_adapters(backbone, AdapterConfig(adapter_size=4, initializer_std=0.5))
     plain = _outputs(backbone, inputs)["sequence_output"]

@@ -85,8 +85,8 @@ class BottleneckAdapter(keras.layers.Layer):
         ValueError: if neither or both of `adapter_size` and
             `reduction_factor` are given, if either is not a positive integer,
             if `initializer_std` is negative, on an unknown `scaling` or
-            `init_weights`, a `dropout` outside [0, 1), or if the reduction factor leaves a bottleneck of
-            size zero.
+            `init_weights`, a `dropout` outside [0, 1), or if the reduction
+            factor leaves a bottleneck of size zero.
 
     Example:
 

@@ -303,8 +303,9 @@ class AdapterBackbone:
             set_active: bool, also make it the active adapter.
 
         Raises:
-            ValueError: if the name is taken or malformed, or `leave_out`
-                names a layer beyond `num_layers`.
+            ValueError: if the name is taken or malformed, `leave_out` names
+                a layer beyond `num_layers`, or a per-layer size has no entry
+                for a layer (the backbone is left unchanged).
         """
         check_adapter_name(name)
         if name in self.adapter_configs:
@@ -313,8 +314,12 @@ class AdapterBackbone:
         beyond = [i for i in config["leave_out"] if i >= self.num_layers]
         if beyond:
             raise ValueError(f"leave_out {beyond} is beyond the {self.num_layers} layers.")
-        for index, layer in enumerate(self.transformer_layers):
-            for name, layer_config in layer_configs({name: config}, index).items():
+        # Every layer's config first: a per-layer size missing for one raises here,
+        # before any layer has changed.
+        per_layer = [layer_configs({name: config}, index).get(name)
+                     for index in range(self.num_layers)]
+        for layer, layer_config in zip(self.transformer_layers, per_layer):
+            if layer_config is not None:  # Not left out.
                 layer.add_adapter(name, layer_config)
         self.adapter_configs[name] = config
         if set_active:
