@@ -188,8 +188,7 @@ class AdapterConfig:
         elif self.scaling not in SCALINGS:
             raise ValueError(f"scaling must be a number or one of {SCALINGS}; "
                              f"got {self.scaling!r}.")
-        if not any(self.residual_before_ln is v or self.residual_before_ln == v == "post_add"
-                   for v in RESIDUALS_BEFORE_LN):
+        if not (isinstance(self.residual_before_ln, bool) or self.residual_before_ln == "post_add"):
             raise ValueError(f"residual_before_ln must be one of {RESIDUALS_BEFORE_LN}; "
                              f"got {self.residual_before_ln!r}.")
         if self.residual_before_ln == "post_add" and not self.original_ln_before:

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_adapters.configuration.adapter_config import INIT_WEIGHTS, SCALINGS
 from keras_adapters.layers import activations
 
 # Activation names Keras lacks: the tanh GELU (Hugging Face's and AdapterHub's "gelu_new").
@@ -130,12 +131,12 @@ class BottleneckAdapter(keras.layers.Layer):
             raise ValueError(
                 f"`initializer_std` must be >= 0; got {initializer_std}."
             )
-        if isinstance(scaling, str) and scaling not in ("learned", "channel"):
+        if isinstance(scaling, str) and scaling not in SCALINGS:
             raise ValueError(f"`scaling` must be a number, 'learned' or 'channel'; "
                              f"got {scaling!r}.")
         if not 0 <= dropout < 1:
             raise ValueError(f"`dropout` must be in [0, 1); got {dropout}.")
-        if init_weights not in ("houlsby", "bert", "mam_adapter"):
+        if init_weights not in INIT_WEIGHTS:
             raise ValueError(f"`init_weights` must be 'houlsby', 'bert' or 'mam_adapter'; "
                              f"got {init_weights!r}.")
         self.adapter_size = adapter_size

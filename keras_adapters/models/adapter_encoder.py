@@ -6,10 +6,10 @@ residual add and layer norm. AdapterHub's other dataflows (`seq_bn`'s
 `original_ln_before`, `par_bn`, `original_ln_after=False`; see
 `AdapterConfig`) need the sub-layer's input as well: they run in the layer
 norm's place, with what AdapterHub's `bottleneck_layer_forward` computes.
-`AdapterTransformerEncoder` subclasses
-keras-hub's `TransformerEncoder`: `build()` wraps the two dropout and two
-layer-norm sub-layers, and `call()` tells the wrappers which adapter runs, so
-the pretrained computation is reused untouched.
+`AdapterTransformerEncoder` subclasses keras-hub's `TransformerEncoder`:
+`build()` wraps the two dropout and two layer-norm sub-layers, and `call()`
+tells the wrappers which adapter runs, so the pretrained computation is
+reused untouched.
 
 Each named adapter owns its adapters and, when it trains layer norms, its own
 copies of the layer's two layer norms, initialised from the pretrained ones.
