@@ -255,7 +255,10 @@ class BottleneckAdapter(keras.layers.Layer):
 
     def parallel(self, inputs):
         """A parallel adapter's output (He et al., 2022; AdapterHub's
-        `ParallelAdapter.forward`): `LN_after(B(inputs))`, no skip connection."""
+        `ParallelAdapter.forward`): `LN_after(B(inputs))`, no skip connection.
+
+        `inputs` is the sub-layer's input `(batch, seq, d)`; the result has its
+        shape and dtype."""
         outputs = self.bottleneck(inputs)
         return outputs if self.norm_after is None else self.norm_after(outputs)
 

@@ -58,7 +58,10 @@ ADAPTER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 def layer_configs(adapter_configs, index):
     """`{name: AdapterConfig.to_dict()}` of the adapters in transformer layer
-    `index`: those that do not leave it out, with their sizes for it."""
+    `index`: those that do not leave it out, with their sizes for it.
+
+    Raises ValueError (`AdapterConfig.for_layer`) when a per-layer size has
+    no entry for `index` and no `"default"`."""
     configs = {name: AdapterConfig.from_dict(config).for_layer(index)
                for name, config in adapter_configs.items()}
     return {name: config.to_dict() for name, config in configs.items() if config is not None}
