@@ -1,13 +1,18 @@
 """Bottleneck adapters and AdapterDrop for Keras 3 and keras-hub encoder backbones."""
 
 from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.configuration.adapter_fusion_config import AdapterFusionConfig
 from keras_adapters.data.pipeline import make_preprocessor, text_dataset
 from keras_adapters.layers.adapter_drop import AdapterDrop
 from keras_adapters.layers.adapter_fusion import AdapterFusion
 from keras_adapters.layers.bottleneck_adapter import BottleneckAdapter
 from keras_adapters.layers.heads import ClassificationHead
 from keras_adapters.models.adapter_backbone import AdapterBackbone, add_adapters
-from keras_adapters.models.adapter_encoder import AdapterTransformerEncoder, LayerAdapter
+from keras_adapters.models.adapter_encoder import (
+    AdapterTransformerEncoder,
+    LayerAdapter,
+    LayerFusion,
+)
 from keras_adapters.models.adapter_model import AdapterModel
 from keras_adapters.models.architectures import (
     AdapterBertBackbone,
@@ -25,8 +30,10 @@ from keras_adapters.models.freezing import (
 from keras_adapters.models.parallel import ParallelAdapterModel
 from keras_adapters.saving.adapter_files import (
     load_adapter,
+    load_adapter_fusion,
     load_adapter_weights,
     save_adapter,
+    save_adapter_fusion,
     save_adapter_weights,
 )
 from keras_adapters.saving.checkpoints import DEFAULT_CHECKPOINT, from_pretrained
@@ -43,6 +50,7 @@ __all__ = [
     "AdapterConfig",
     "AdapterDrop",
     "AdapterFusion",
+    "AdapterFusionConfig",
     "AdapterModel",
     "AdapterTransformerEncoder",
     "BottleneckAdapter",
@@ -51,6 +59,7 @@ __all__ = [
     "ParallelAdapterModel",
     "ParameterCounts",
     "LayerAdapter",
+    "LayerFusion",
     "WarmupLinearDecay",
     "add_adapters",
     "count_parameters",
@@ -58,9 +67,11 @@ __all__ = [
     "freeze_for_adapter_tuning",
     "from_pretrained",
     "load_adapter",
+    "load_adapter_fusion",
     "load_adapter_weights",
     "make_preprocessor",
     "save_adapter",
+    "save_adapter_fusion",
     "save_adapter_weights",
     "text_classifier",
     "text_dataset",

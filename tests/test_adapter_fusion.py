@@ -75,12 +75,18 @@ def test_initialisation_and_regularization_are_adapterhubs():
     assert abs(np.asarray(fusion.query.kernel).std() - 0.02) < 0.01
     assert not np.asarray(fusion.key.bias).any()
     # 0.01 * sum((I - W_v)^2): (D^2 - D) off-diagonal entries of 1e-6.
-    np.testing.assert_allclose(fusion.regularization_loss(), 0.01 * (D * D - D) * 1e-12, rtol=1e-3)
+    [penalty] = fusion.losses
+    np.testing.assert_allclose(penalty, 0.01 * (D * D - D) * 1e-12, rtol=1e-3)
     kernel = np.random.default_rng(0).normal(size=(D, D)).astype("float32")
     fusion.value.kernel.assign(kernel)
-    np.testing.assert_allclose(fusion.regularization_loss(),
-                               0.01 * np.square(np.eye(D) - kernel).sum(), rtol=1e-5)
-    assert float(AdapterFusion(value=False, value_initialized=False).regularization_loss()) == 0
+    np.testing.assert_allclose(fusion.losses[0], 0.01 * np.square(np.eye(D) - kernel).sum(),
+                               rtol=1e-5)
+    fusion.trainable = False  # Only a value matrix that trains is penalised.
+    assert fusion.losses == []
+    for unpenalised in (AdapterFusion(value=False, value_initialized=False),
+                        AdapterFusion(regularization=False)):
+        unpenalised(*_inputs())
+        assert unpenalised.losses == []
 
 
 def test_dropout_acts_on_the_scores_in_training_only():

@@ -17,6 +17,26 @@ class _NearIdentity(keras.initializers.Initializer):
 
 
 @keras.saving.register_keras_serializable(package="keras_adapters")
+class IdentityPenalty(keras.regularizers.Regularizer):
+    """`weight * sum((I - W)^2)` of a square kernel W, a float32 scalar.
+
+    AdapterHub's `get_fusion_regularization_loss` for the fusion's value
+    matrix. As a Keras regulariser it joins `model.losses` (and so the
+    training loss) exactly while the kernel is trainable.
+    """
+
+    def __init__(self, weight=REGULARIZATION_WEIGHT):
+        self.weight = weight
+
+    def __call__(self, kernel):
+        kernel = ops.cast(kernel, "float32")
+        return self.weight * ops.sum(ops.square(ops.eye(kernel.shape[0]) - kernel))
+
+    def get_config(self):
+        return {"weight": self.weight}
+
+
+@keras.saving.register_keras_serializable(package="keras_adapters")
 class AdapterFusion(keras.layers.Layer):
     """Attention over N adapters' outputs, as AdapterHub computes `Fuse`.
 
@@ -38,8 +58,9 @@ class AdapterFusion(keras.layers.Layer):
     not to c. AdapterHub's `"dynamic"` fusion is the default; its `"static"`
     one is `value=False`. The kernels start as AdapterHub's (normal, std
     0.02; biases zero; `W_v` the identity with 1e-6 elsewhere when
-    `value_initialized`). `regularization_loss()` is the penalty AdapterHub
-    adds to the training loss, `0.01 * sum((I - W_v)^2)`.
+    `value_initialized`). With `regularization`, `W_v` carries the penalty
+    AdapterHub adds to the training loss, `0.01 * sum((I - W_v)^2)`, as a
+    Keras regulariser: it is in `layer.losses` while `W_v` is trainable.
 
     Args:
         query, key, value: bool, whether each projection exists. Default True.
@@ -48,6 +69,8 @@ class AdapterFusion(keras.layers.Layer):
         value_initialized: bool. Start `W_v` at the identity. Defaults to True.
         residual_before: bool. Add the residual to the adapters' outputs
             instead of the result. Defaults to False.
+        regularization: bool, penalise `W_v`'s distance from the identity.
+            Defaults to True.
         dropout: float in [0, 1), on the attention scores. Defaults to 0.1
             (BERT's `attention_probs_dropout_prob`, AdapterHub's fallback).
         **kwargs: `keras.layers.Layer` arguments.
@@ -76,7 +99,8 @@ class AdapterFusion(keras.layers.Layer):
     """
 
     def __init__(self, query=True, key=True, value=True, value_before_softmax=True,
-                 value_initialized=True, residual_before=False, dropout=0.1, **kwargs):
+                 value_initialized=True, residual_before=False, regularization=True,
+                 dropout=0.1, **kwargs):
         super().__init__(**kwargs)
         if not (query or key or value):
             raise ValueError("AdapterFusion needs at least one of query, key and value.")
@@ -86,6 +110,7 @@ class AdapterFusion(keras.layers.Layer):
         self.value_before_softmax = value_before_softmax
         self.value_initialized = value_initialized
         self.residual_before = residual_before
+        self.regularization = regularization
         self.dropout = dropout
         self.dropout_layer = keras.layers.Dropout(dropout)
         self.query = self.key = self.value = None  # The Dense layers, built by `build`.
@@ -99,7 +124,9 @@ class AdapterFusion(keras.layers.Layer):
                 dense = keras.layers.Dense(
                     hidden_dim, use_bias=not is_value, dtype=self.dtype_policy, name=name,
                     kernel_initializer=_NearIdentity() if is_value and self.value_initialized
-                    else normal)
+                    else normal,
+                    kernel_regularizer=IdentityPenalty() if is_value and self.regularization
+                    else None)
                 dense.build(query_shape)
                 setattr(self, name, dense)
         self.built = True
@@ -120,13 +147,6 @@ class AdapterFusion(keras.layers.Layer):
             fused = self.value(fused)
         return (fused if self.residual_before else fused + residual), weights
 
-    def regularization_loss(self):
-        """`0.01 * sum((I - W_v)^2)`, a float32 scalar (0 without `value`)."""
-        if self.value is None:
-            return ops.zeros((), "float32")
-        kernel = ops.cast(self.value.kernel, "float32")
-        return REGULARIZATION_WEIGHT * ops.sum(ops.square(ops.eye(kernel.shape[0]) - kernel))
-
     def compute_output_shape(self, query_shape, adapter_outputs_shape=None,
                              residual_shape=None):
         return query_shape, (*query_shape[:-1], adapter_outputs_shape[-2])
@@ -137,6 +157,7 @@ class AdapterFusion(keras.layers.Layer):
             "query": self.use_query, "key": self.use_key, "value": self.use_value,
             "value_before_softmax": self.value_before_softmax,
             "value_initialized": self.value_initialized,
-            "residual_before": self.residual_before, "dropout": self.dropout,
+            "residual_before": self.residual_before, "regularization": self.regularization,
+            "dropout": self.dropout,
         })
         return config

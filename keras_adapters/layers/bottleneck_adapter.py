@@ -236,17 +236,21 @@ class BottleneckAdapter(keras.layers.Layer):
         outputs = tf.nn.bias_add(tf.matmul(bottleneck, up.kernel), up.bias) + hidden
         return tf.reshape(outputs, tf.shape(inputs))
 
-    def bottleneck(self, inputs):
-        """`B(z) = g(z) * scaling * up(act(down(LN_before(z))))`, without the skip
-        connection or `ln_after` (AdapterHub's `up`, gated); same shape and
-        dtype as `inputs`."""
+    def bottleneck_up(self, inputs):
+        """`scaling * up(act(down(LN_before(z))))`: AdapterHub's `up`, what an
+        AdapterFusion attends over (no dropout, gate, skip or `ln_after`);
+        same shape and dtype as `inputs`."""
         down, up = self.down_projection, self.up_projection
         normed = inputs if self.norm_before is None else self.norm_before(inputs)
         outputs = up(self.activation(down(normed)))
         if isinstance(self.scaling, str):
-            outputs = outputs * self.scaling_weight
-        elif self.scaling != 1.0:
-            outputs = outputs * self.scaling
+            return outputs * self.scaling_weight
+        return outputs * self.scaling if self.scaling != 1.0 else outputs
+
+    def bottleneck(self, inputs):
+        """`B(z) = g(z) * bottleneck_up(z)` (with training dropout), without the
+        skip connection or `ln_after`; same shape and dtype as `inputs`."""
+        outputs = self.bottleneck_up(inputs)
         if self.dropout_layer is not None:  # In training only (Keras' call context).
             outputs = self.dropout_layer(outputs)
         if self.gate is not None:

@@ -19,9 +19,10 @@ import re
 import keras
 
 from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.configuration.adapter_fusion_config import AdapterFusionConfig
 from keras_adapters.layers import activations
 from keras_adapters.layers.adapter_drop import AdapterDrop, check_drop_first_n
-from keras_adapters.models.adapter_encoder import AdapterTransformerEncoder
+from keras_adapters.models.adapter_encoder import AdapterTransformerEncoder, fusion_layer_name
 from keras_adapters.utils.keras_internals import (
     first_call_input,
     tracking_unlocked,
@@ -65,6 +66,20 @@ def layer_configs(adapter_configs, index):
     configs = {name: AdapterConfig.from_dict(config).for_layer(index)
                for name, config in adapter_configs.items()}
     return {name: config.to_dict() for name, config in configs.items() if config is not None}
+
+
+def layer_fusion_configs(fusion_configs, adapter_names, index):
+    """`{name: {"adapters": [...], "config": {...}}}` of the AdapterFusions in
+    transformer layer `index`: those whose adapters there (a list, or a dict
+    from layer index as a string to a list) are all in `adapter_names`."""
+    in_layer = {}
+    for name, fusion in fusion_configs.items():
+        adapters = fusion["adapters"]
+        if isinstance(adapters, dict):
+            adapters = adapters.get(str(index))
+        if adapters and all(adapter in adapter_names for adapter in adapters):
+            in_layer[name] = {"adapters": list(adapters), "config": fusion["config"]}
+    return in_layer
 
 
 def check_adapter_name(name):
@@ -145,8 +160,13 @@ class AdapterBackbone:
             the keras-hub backbone's own (`architecture.hidden_activation`).
         adapter_configs: dict from adapter name to `AdapterConfig.to_dict()`, or None
             for none. Each adapter goes in every layer not in its `leave_out`.
-        active_adapter: str or None, the adapter that runs. Defaults to None:
-            the pretrained backbone exactly.
+        fusion_configs: dict from AdapterFusion name to `{"adapters": [names
+            of adapters in `adapter_configs`], "config":
+            AdapterFusionConfig.to_dict()}`, or None for none; usually added
+            with `add_adapter_fusion`. `"adapters"` may instead be a dict from
+            layer index (a string) to a list: a fusion pruned per layer.
+        active_adapter: str or None, the adapter or AdapterFusion that runs.
+            Defaults to None: the pretrained backbone exactly.
         drop_first_n: int in [0, num_layers]. AdapterDrop: the lowest n layers
             run without adapters (at inference, and in training unless
             `robust_adapter_drop`). Defaults to 0. Change it later with
@@ -179,14 +199,19 @@ class AdapterBackbone:
 
     architecture: Architecture  # Set by each architecture's subclass.
 
-    def __init__(self, *args, hidden_activation=None, adapter_configs=None, active_adapter=None,
-                 drop_first_n=0, robust_adapter_drop=False, seed=None, **kwargs):
+    def __init__(self, *args, hidden_activation=None, adapter_configs=None, fusion_configs=None,
+                 active_adapter=None, drop_first_n=0, robust_adapter_drop=False, seed=None,
+                 **kwargs):
         adapters = {name: AdapterConfig.from_dict(c).to_dict()
                     for name, c in (adapter_configs or {}).items()}
         for name in adapters:
             check_adapter_name(name)
-        if active_adapter is not None and active_adapter not in adapters:
-            raise ValueError(f"active_adapter {active_adapter!r} is not in {sorted(adapters)}.")
+        fusions = {name: {"adapters": fusion["adapters"],
+                          "config": AdapterFusionConfig.load(fusion["config"]).to_dict()}
+                   for name, fusion in (fusion_configs or {}).items()}
+        if active_adapter is not None and active_adapter not in {**adapters, **fusions}:
+            raise ValueError(f"active_adapter {active_adapter!r} is not in "
+                             f"{sorted({**adapters, **fusions})}.")
         hidden_activation = hidden_activation or self.architecture.hidden_activation
         activation = get_hidden_activation(hidden_activation)
 
@@ -194,8 +219,10 @@ class AdapterBackbone:
 
         def encoder(**encoder_kwargs):
             index = next(indices)
+            in_layer = layer_configs(adapters, index)
             return AdapterTransformerEncoder(
-                adapter_configs=layer_configs(adapters, index),
+                adapter_configs=in_layer,
+                fusion_configs=layer_fusion_configs(fusions, in_layer, index),
                 active_adapter=active_adapter,
                 **{**encoder_kwargs, "activation": activation},
             )
@@ -208,6 +235,7 @@ class AdapterBackbone:
                 dtype=self.dtype_policy, name="adapter_drop")
         self.hidden_activation = hidden_activation
         self.adapter_configs = adapters
+        self.fusion_configs = fusions
         self.active_adapter = active_adapter
         self.robust_adapter_drop = robust_adapter_drop
         self.seed = seed
@@ -280,16 +308,25 @@ class AdapterBackbone:
         return list(self.adapter_configs)
 
     @property
+    def fusion_names(self):
+        """The names of the AdapterFusions, in the order they were added."""
+        return list(self.fusion_configs)
+
+    @property
     def adapter_config(self):
-        """The active adapter's `AdapterConfig.to_dict()`, or None."""
+        """The active adapter's `AdapterConfig.to_dict()` (an active
+        AdapterFusion's `fusion_configs` entry), or None."""
         if self.active_adapter is None:
             return None
-        return self.adapter_configs[self.active_adapter]
+        return {**self.adapter_configs, **self.fusion_configs}[self.active_adapter]
 
-    def _check_known(self, name):
-        if name not in self.adapter_configs:
+    def _check_known(self, name, fusions=False):
+        known = {**self.adapter_configs, **(self.fusion_configs if fusions else {})}
+        if name not in known:
             raise ValueError(
-                f"No adapter named {name!r}; this backbone has {self.adapter_names}."
+                f"No adapter{' or AdapterFusion' if fusions else ''} named {name!r}; this "
+                f"backbone has adapters {self.adapter_names}"
+                + (f" and AdapterFusions {self.fusion_names}." if fusions else ".")
             )
 
     def add_adapter(self, name, config=None, set_active=False):
@@ -335,6 +372,10 @@ class AdapterBackbone:
             ValueError: if there is no such adapter.
         """
         self._check_known(name)
+        users = [fusion for fusion in self.fusion_configs if name in self.fused_adapters(fusion)]
+        if users:
+            raise ValueError(f"Adapter {name!r} is fused by AdapterFusions {users}; "
+                             "remove them first (remove_adapter_fusion).")
         for layer in self.transformer_layers:
             if name in layer.adapter_configs:
                 layer.remove_adapter(name)
@@ -342,8 +383,104 @@ class AdapterBackbone:
         if self.active_adapter == name:
             self.set_active_adapters(None)
 
+    def fused_adapters(self, fusion):
+        """The adapters AdapterFusion `fusion` fuses (in any layer), in order."""
+        adapters = self.fusion_configs[fusion]["adapters"]
+        if isinstance(adapters, dict):
+            return list(dict.fromkeys(a for names in adapters.values() for a in names))
+        return list(adapters)
+
+    def add_adapter_fusion(self, adapters, config="dynamic", name=None, set_active=False):
+        """Add an AdapterFusion over `adapters` (Pfeiffer et al., 2021, §3.2).
+
+        AdapterHub's `add_adapter_fusion`: in every transformer layer that
+        holds all the adapters, and in each slot where they all have one, an
+        `AdapterFusion` attends over their outputs (`LayerFusion`). Its
+        weights are drawn fresh. Run it with `set_active_adapters(name)`;
+        train it with `freeze_for_adapter_tuning(model, name)` (or
+        `AdapterModel.train_adapter_fusion`).
+
+        Args:
+            adapters: list of adapter names, or one string `"a,b"`; or a dict
+                from layer index (a string) to such a list, for a fusion
+                pruned per layer (`prune_adapter_fusion`), absent from
+                layers without an entry.
+            config: `AdapterFusionConfig`, a dict of its fields, or
+                `"dynamic"` (the default) or `"static"`.
+            name: str or None. Defaults to AdapterHub's, the names joined by
+                commas (`"a,b"`).
+            set_active: bool, also make it active.
+
+        Returns:
+            str, the fusion's name.
+
+        Raises:
+            ValueError: for unknown, repeated or no adapters; a name taken by
+                an adapter or fusion (a one-adapter fusion needs its own
+                `name`); adapters in different slots (AdapterHub raises too)
+                or parallel ones (`is_parallel`); or a bad `config`.
+        """
+        if isinstance(adapters, str):
+            adapters = adapters.split(",")
+        per_layer = dict(adapters) if isinstance(adapters, dict) else {"all": adapters}
+        for layer, names in per_layer.items():
+            names = per_layer[layer] = list(names)
+            if not names or len(set(names)) != len(names):
+                raise ValueError(f"An AdapterFusion fuses distinct adapters; got {adapters}.")
+            for adapter in names:
+                self._check_known(adapter)
+        adapters = per_layer.pop("all", per_layer)
+        fused = list(dict.fromkeys(a for names in per_layer.values() for a in names)) or adapters
+        name = ",".join(fused) if name is None else name
+        if not isinstance(name, str) or not all(ADAPTER_NAME.fullmatch(p) for p in name.split(",")):
+            raise ValueError(f"AdapterFusion names are adapter names joined by ','; got {name!r}.")
+        taken = {fusion_layer_name(f) for f in self.fusion_configs}
+        if name in self.adapter_configs or fusion_layer_name(name) in taken:
+            raise ValueError(f"The name {name!r} is taken; give the AdapterFusion another name.")
+        configs = [AdapterConfig.from_dict(self.adapter_configs[a]) for a in fused]
+        if len({c.placement for c in configs}) > 1 or any(c.is_parallel for c in configs):
+            raise ValueError(
+                f"Adapters {fused} cannot be fused: they must all sit in the same slots "
+                f"(placements {[c.placement for c in configs]}) and none may be parallel.")
+        fusion = {"adapters": adapters, "config": AdapterFusionConfig.load(config).to_dict()}
+        self._add_fusion(name, fusion)
+        if set_active:
+            self.set_active_adapters(name)
+        return name
+
+    def _add_fusion(self, name, fusion):
+        """Add `fusion_configs` entry `fusion` as `name` to every layer it is in."""
+        self.fusion_configs[name] = fusion
+        for index, layer in enumerate(self.transformer_layers):
+            in_layer = layer_fusion_configs({name: fusion}, layer.adapter_configs, index)
+            if in_layer:
+                layer.add_fusion(name, in_layer[name])
+
+    def remove_adapter_fusion(self, name):
+        """Delete AdapterFusion `name` and its weights (not its adapters).
+
+        Raises:
+            ValueError: if there is no such fusion.
+        """
+        if name not in self.fusion_configs:
+            raise ValueError(f"No AdapterFusion named {name!r}; there are {self.fusion_names}.")
+        for layer in self.transformer_layers:
+            if name in layer.fusion_configs:
+                layer.remove_fusion(name)
+        del self.fusion_configs[name]
+        if self.active_adapter == name:
+            self.set_active_adapters(None)
+
+    def layer_fusions(self, name):
+        """`{layer index: LayerFusion}`: AdapterFusion `name`'s part in each layer it is in."""
+        if name not in self.fusion_configs:
+            raise ValueError(f"No AdapterFusion named {name!r}; there are {self.fusion_names}.")
+        return {index: layer.named_fusions[name]
+                for index, layer in enumerate(self.transformer_layers)
+                if name in layer.named_fusions}
+
     def set_active_adapters(self, name):
-        """Run adapter `name` from now on (None: the pretrained backbone).
+        """Run adapter or AdapterFusion `name` from now on (None: the pretrained backbone).
 
         Eager calls see it at once. Functions compiled before (`model.fit`,
         `predict`, a `tf.function`) keep the adapter they were traced with:
@@ -354,7 +491,7 @@ class AdapterBackbone:
             ValueError: if there is no such adapter.
         """
         if name is not None:
-            self._check_known(name)
+            self._check_known(name, fusions=True)
         self.active_adapter = name
         for layer in self.transformer_layers:
             layer.active_adapter = name
@@ -374,8 +511,9 @@ class AdapterBackbone:
 
     @property
     def adapters(self):
-        """The active adapter's `BottleneckAdapter`s, lowest layer first."""
-        if self.active_adapter is None:
+        """The active adapter's `BottleneckAdapter`s, lowest layer first (none
+        for an AdapterFusion)."""
+        if self.active_adapter not in self.adapter_configs:
             return []
         return [a for part in self.layer_adapters().values() for a in part.adapters]
 
@@ -404,10 +542,11 @@ class AdapterBackbone:
 
     @property
     def adapter_weights(self):
-        """Every weight adapters add: all named adapters' and AdapterDrop's state."""
+        """Every weight adapters add: all named adapters', AdapterFusions' and
+        AdapterDrop's state."""
         weights = list(self.adapter_drop.weights)
         for layer in self.transformer_layers:
-            for part in layer.named_adapters.values():
+            for part in [*layer.named_adapters.values(), *layer.named_fusions.values()]:
                 weights += part.weights
         return weights
 
@@ -417,6 +556,7 @@ class AdapterBackbone:
             {
                 "hidden_activation": self.hidden_activation,
                 "adapter_configs": self.adapter_configs,
+                "fusion_configs": self.fusion_configs,
                 "active_adapter": self.active_adapter,
                 "drop_first_n": self.drop_first_n,
                 "robust_adapter_drop": self.robust_adapter_drop,

@@ -15,6 +15,10 @@ Each named adapter owns its adapters and, when it trains layer norms, its own
 copies of the layer's two layer norms, initialised from the pretrained ones.
 Training one adapter therefore changes no weight that another adapter or the
 bare backbone uses.
+
+A named AdapterFusion (`LayerFusion`) runs in the same place, in the layer
+norm's: the fused adapters' outputs, an `AdapterFusion` over them, and the
+layer's add and pretrained layer norm, as AdapterHub's `compose_fuse`.
 """
 
 import keras
@@ -22,6 +26,8 @@ from keras import ops
 from keras_hub.layers import TransformerEncoder
 
 from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.configuration.adapter_fusion_config import AdapterFusionConfig
+from keras_adapters.layers.adapter_fusion import AdapterFusion
 from keras_adapters.layers.bottleneck_adapter import BottleneckAdapter
 from keras_adapters.utils.keras_internals import (
     encoder_sublayer,
@@ -104,6 +110,46 @@ class LayerAdapter(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="keras_adapters")
+class LayerFusion(keras.layers.Layer):
+    """One named AdapterFusion's layers in one transformer layer.
+
+    Args:
+        fusion_config: dict, `AdapterFusionConfig.to_dict()`.
+        slots: sequence of `"attention"` and `"feedforward"`: the slots whose
+            adapters it fuses (where every fused adapter has one).
+        dropout: float, the rate for `dropout_prob=None`.
+        **kwargs: `keras.layers.Layer` arguments.
+
+    Attributes (after `build`):
+        attention_fusion, feedforward_fusion: `AdapterFusion`, or None for a
+            slot it does not fuse.
+    """
+
+    def __init__(self, fusion_config, slots, dropout=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.fusion_config = dict(fusion_config)
+        self.slots = list(slots)
+        self.dropout = dropout
+
+    def build(self, inputs_shape):
+        config = AdapterFusionConfig.load(self.fusion_config)
+        for slot in SLOTS:
+            fusion = None
+            if slot in self.slots:
+                fusion = AdapterFusion(**config.layer_kwargs(self.dropout),
+                                       dtype=self.dtype_policy, name=f"{slot}_fusion")
+                fusion.build(inputs_shape)
+            setattr(self, f"{slot}_fusion", fusion)
+        self.built = True
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"fusion_config": self.fusion_config, "slots": self.slots,
+                       "dropout": self.dropout})
+        return config
+
+
 def _gated(gate, adapted, plain):
     """`adapted()` where the AdapterDrop gate is open (or absent), else `plain()`.
 
@@ -162,30 +208,21 @@ class _AdaptedLayerNorm(_Routed):
         if not part.reads_sublayer_input:
             return _gated(gate, lambda: part.layer_norm(inputs), lambda: self.pretrained(inputs))
         h, x = part.handover.pop("h"), inputs  # The dropout wrapper passed zeros on.
-        return _gated(gate, lambda: _sub_layer_output(part, h, x),
-                      lambda: self.pretrained(h + x))
+        return _gated(gate, lambda: part.output(h, x), lambda: self.pretrained(h + x))
 
 
-def _sub_layer_output(part, h, x):
-    """AdapterHub's `bottleneck_layer_forward` (`adapters` 1.3.0) for one adapter.
-
-    h: the sub-layer's output after dropout; x: its input (the residual).
-    See `AdapterConfig` for the dataflow each field selects.
-    """
-    config, adapter, norm = part.config, part.adapter, part.layer_norm
-    if config.is_parallel:
-        outputs = adapter.parallel(x) + h
-    else:
-        inputs = residual = h
-        if config.original_ln_before:
-            inputs = h + x
-            if config.residual_before_ln == "post_add":
-                residual = inputs
-            inputs = norm(inputs)
-        if config.residual_before_ln is False:
+def _pre_forward(config, norm, h, x):
+    """AdapterHub's `Adapter.pre_forward`: `(z, r)`, the adapter's input and
+    the residual its output is added to, for a sequential adapter."""
+    inputs = residual = h
+    if config.original_ln_before:
+        inputs = h + x
+        if config.residual_before_ln == "post_add":
             residual = inputs
-        outputs = adapter(inputs, residual=residual)
-    return norm(outputs + x) if config.original_ln_after else outputs
+        inputs = norm(inputs)
+    if config.residual_before_ln is False:
+        residual = inputs
+    return inputs, residual
 
 
 class _SlotPart:
@@ -198,6 +235,56 @@ class _SlotPart:
         self.reads_sublayer_input = (self.adapter is not None
                                      and self.config.reads_sublayer_input)
         self.handover = {}
+
+    def output(self, h, x):
+        """AdapterHub's `bottleneck_layer_forward` (`adapters` 1.3.0) for one adapter.
+
+        h: the sub-layer's output after dropout; x: its input (the residual).
+        See `AdapterConfig` for the dataflow each field selects.
+        """
+        config, norm = self.config, self.layer_norm
+        if config.is_parallel:
+            outputs = self.adapter.parallel(x) + h
+        else:
+            inputs, residual = _pre_forward(config, norm, h, x)
+            outputs = self.adapter(inputs, residual=residual)
+        return norm(outputs + x) if config.original_ln_after else outputs
+
+
+class _FusionPart:
+    """What the wrappers of one slot run of a `LayerFusion`, for one call.
+
+    AdapterHub's `compose_fuse`: the last fused adapter's config decides the
+    dataflow around the fusion; the pretrained layer norm is used.
+    """
+
+    reads_sublayer_input = True
+
+    def __init__(self, layer_fusion, layer_adapters, slot, layer_norm, attention_sink):
+        self.adapter = getattr(layer_fusion, f"{slot}_fusion")  # None: the slot is not fused.
+        self.fused = [getattr(part, f"{slot}_adapter") for part in layer_adapters]
+        self.config = layer_adapters[-1].config
+        self.query_before_ln = layer_fusion.fusion_config["query_before_ln"]
+        self.layer_norm = layer_norm
+        self.slot = slot
+        self.attention_sink = attention_sink
+        self.handover = {}
+
+    def output(self, h, x):
+        """`LN(c + x)`, c the fusion of the adapters' `bottleneck_up(z)` (or c)."""
+        inputs, residual = _pre_forward(self.config, self.layer_norm, h, x)
+        query = h if self.query_before_ln else inputs
+        ups = ops.stack([adapter.bottleneck_up(inputs) for adapter in self.fused], axis=2)
+        fused, weights = self.adapter(query, ups, residual)
+        if self.attention_sink is not None:
+            self.attention_sink[self.slot] = weights
+        return self.layer_norm(fused + x) if self.config.original_ln_after else fused
+
+
+def fusion_layer_name(name):
+    """The Keras name of AdapterFusion `name`'s `LayerFusion` (`a,b` -> `fusion_a.b`):
+    TensorFlow's name scopes refuse commas."""
+    return "fusion_" + name.replace(",", ".")
 
 
 _ROUTED = {
@@ -216,12 +303,16 @@ class AdapterTransformerEncoder(TransformerEncoder):
     Args:
         adapter_configs: dict from adapter name to `AdapterConfig.to_dict()`, or
             None for none. More can be added with `add_adapter`.
-        active_adapter: str or None, the adapter `call` runs by default.
+        fusion_configs: dict from AdapterFusion name to `{"adapters": [adapter
+            names, all in `adapter_configs`], "config":
+            AdapterFusionConfig.to_dict()}`, or None for none.
+        active_adapter: str or None, the adapter or fusion `call` runs by
+            default.
         **kwargs: `TransformerEncoder` arguments.
 
     Call arguments:
         As `TransformerEncoder.call`, plus:
-        adapter: str or None. The adapter to run; defaults to
+        adapter: str or None. The adapter or fusion to run; defaults to
             `active_adapter`. None (or a name this layer does not hold, see
             `AdapterConfig.leave_out`) runs the pretrained layer exactly.
 
@@ -235,6 +326,8 @@ class AdapterTransformerEncoder(TransformerEncoder):
             retracing; a Python bool is decided when traced.
         stop_input_gradient: bool, no trainable weight lies below this
             layer, so backprop stops at its input.
+        fusion_attention: None, or a dict into which a running fusion puts
+            its attention weights `(batch, seq, N)` by slot (ungated calls).
 
     Example:
 
@@ -246,13 +339,15 @@ class AdapterTransformerEncoder(TransformerEncoder):
     ```
     """
 
-    def __init__(self, adapter_configs=None, active_adapter=None, **kwargs):
+    def __init__(self, adapter_configs=None, fusion_configs=None, active_adapter=None, **kwargs):
         super().__init__(**kwargs)
         self.adapter_configs = dict(adapter_configs or {})
+        self.fusion_configs = dict(fusion_configs or {})
         self.active_adapter = active_adapter
         # Set by the backbone for each call; see the class docstring.
         self.stop_input_gradient = False
         object.__setattr__(self, "adapter_gate", None)
+        object.__setattr__(self, "fusion_attention", None)
 
     def build(self, inputs_shape):
         super().build(inputs_shape)
@@ -264,6 +359,21 @@ class AdapterTransformerEncoder(TransformerEncoder):
         self.named_adapters = {}
         for name, config in self.adapter_configs.items():
             self.named_adapters[name] = self._make_layer_adapter(name, config)
+        self.named_fusions = {}
+        for name, fusion in self.fusion_configs.items():
+            self.named_fusions[name] = self._make_layer_fusion(name, fusion)
+
+    def _make_layer_fusion(self, name, fusion):
+        parts = [self.named_adapters[adapter] for adapter in fusion["adapters"]]
+        layer_fusion = LayerFusion(
+            fusion["config"],
+            slots=[slot for slot in SLOTS if getattr(parts[0], f"{slot}_adapter")],
+            dropout=self.dropout,
+            dtype=self.dtype_policy,
+            name=fusion_layer_name(name),
+        )
+        layer_fusion.build(self._inputs_shape)
+        return layer_fusion
 
     def _make_layer_adapter(self, name, config):
         layer_adapter = LayerAdapter(
@@ -303,14 +413,43 @@ class AdapterTransformerEncoder(TransformerEncoder):
         if self.active_adapter == name:
             self.active_adapter = None
 
+    def add_fusion(self, name, fusion):
+        """Add AdapterFusion `name`: `{"adapters": [...], "config": {...}}` (see Args)."""
+        self.fusion_configs[name] = {"adapters": list(fusion["adapters"]),
+                                     "config": dict(fusion["config"])}
+        if self.built:
+            with tracking_unlocked(self), keras.name_scope(self.name, caller=self):
+                self.named_fusions[name] = self._make_layer_fusion(name, fusion)
+
+    def remove_fusion(self, name):
+        """Delete AdapterFusion `name` and its weights from this layer."""
+        del self.fusion_configs[name]
+        if self.built:
+            with tracking_unlocked(self):
+                self.named_fusions.pop(name)
+        if self.active_adapter == name:
+            self.active_adapter = None
+
+    def _parts(self, name, slot, layer_norm):
+        """The `_SlotPart` or `_FusionPart` of `name` for one slot, or None."""
+        if not self.built or name is None:
+            return None
+        if name in self.named_fusions:
+            layer_fusion = self.named_fusions[name]
+            if getattr(layer_fusion, f"{slot}_fusion") is None:
+                return None
+            adapters = [self.named_adapters[a] for a in self.fusion_configs[name]["adapters"]]
+            return _FusionPart(layer_fusion, adapters, slot, layer_norm, self.fusion_attention)
+        if name in self.named_adapters:
+            return _SlotPart(self.named_adapters[name], slot, layer_norm)
+        return None
+
     def call(self, inputs, *args, adapter=ACTIVE, **kwargs):
         name = self.active_adapter if adapter == ACTIVE else adapter
-        layer_adapter = self.named_adapters.get(name) if self.built and name is not None else None
         wrappers = {sublayer: encoder_sublayer(self, sublayer) for sublayer in _ROUTED}
         for slot in SLOTS:
             dropout, layer_norm = (wrappers[f"{slot}_{kind}"] for kind in ("dropout", "layer_norm"))
-            part = None if layer_adapter is None else _SlotPart(
-                layer_adapter, slot, layer_norm.pretrained)
+            part = self._parts(name, slot, layer_norm.pretrained)
             for wrapper in (dropout, layer_norm):
                 object.__setattr__(wrapper, "route", (part, self.adapter_gate))
         if self.stop_input_gradient:
@@ -324,5 +463,6 @@ class AdapterTransformerEncoder(TransformerEncoder):
     def get_config(self):
         config = super().get_config()
         config["adapter_configs"] = dict(self.adapter_configs)
+        config["fusion_configs"] = dict(self.fusion_configs)
         config["active_adapter"] = self.active_adapter
         return config

@@ -89,7 +89,7 @@ class AdapterModel(keras.Model):
     def add_classification_head(self, name, num_classes, dropout=0.1):
         """Register a `ClassificationHead` for task `name`; returns it."""
         head = ClassificationHead(num_classes, dropout, dtype=self.backbone.dtype_policy,
-                                  name=f"head_{name}")
+                                  name=f"head_{name}".replace(",", "."))  # TF scope names.
         self.add_head(name, head)
         return head
 
@@ -102,14 +102,14 @@ class AdapterModel(keras.Model):
         self._reset_compiled_functions()
 
     def set_active_adapters(self, name):
-        """Run task `name` (its adapter and head) from now on.
+        """Run task `name` (its adapter or AdapterFusion, and head) from now on.
 
         Unlike the backbone's method, this also drops the model's compiled
         `predict`/`evaluate`/`fit` functions, so the next call traces the new
         task. Training a different task needs `train_adapter` and `compile`.
 
         Raises:
-            ValueError: if the backbone has no adapter `name`.
+            ValueError: if the backbone has no adapter or AdapterFusion `name`.
         """
         self.backbone.set_active_adapters(name)
         self._reset_compiled_functions()
@@ -132,6 +132,45 @@ class AdapterModel(keras.Model):
         for task, head in self.heads.items():
             head.trainable = task == name
         return count_parameters(self)
+
+    def add_adapter_fusion(self, adapters, config="dynamic", name=None, set_active=False):
+        """Add an AdapterFusion to the backbone; see `AdapterBackbone.add_adapter_fusion`.
+
+        Its task's head is registered under the fusion's name (AdapterHub's
+        `"a,b"` by default), e.g. `add_classification_head("a,b", 2)`.
+
+        Returns:
+            str, the fusion's name.
+        """
+        name = self.backbone.add_adapter_fusion(adapters, config, name)
+        if set_active:
+            self.set_active_adapters(name)
+        return name
+
+    def train_adapter_fusion(self, name, unfreeze_adapters=False):
+        """Activate AdapterFusion `name`; freeze all but its fusion layers and its head.
+
+        AdapterHub's `train_adapter_fusion`: the fused adapters and the
+        backbone stay bit-identical (unless `unfreeze_adapters`). The
+        fusion's value-matrix penalty joins the training loss through
+        `model.losses`. Call `compile` afterwards.
+
+        Returns:
+            `ParameterCounts` after freezing.
+        """
+        self.set_active_adapters(name)
+        freeze_for_adapter_tuning(self, name, unfreeze_adapters=unfreeze_adapters)
+        for task, head in self.heads.items():
+            head.trainable = task == name
+        return count_parameters(self)
+
+    def remove_adapter_fusion(self, name):
+        """Delete AdapterFusion `name` and its head (if any), not its adapters."""
+        self.backbone.remove_adapter_fusion(name)
+        if name in self.heads:
+            with tracking_unlocked(self):
+                self.heads.pop(name)
+        self._reset_compiled_functions()
 
     def call(self, inputs, training=None):
         name = self.backbone.active_adapter
@@ -162,6 +201,22 @@ class AdapterModel(keras.Model):
             str, the name it was loaded as.
         """
         name = adapter_weights.load_adapter(self, directory, load_as=load_as)
+        if set_active:
+            self.set_active_adapters(name)
+        return name
+
+    def save_adapter_fusion(self, directory, name, format="keras_adapters"):
+        """Write AdapterFusion `name` and its head; see `adapter_weights.save_adapter_fusion`."""
+        adapter_weights.save_adapter_fusion(self, directory, name, format=format)
+
+    def load_adapter_fusion(self, directory, load_as=None, set_active=False):
+        """Add an AdapterFusion saved by `save_adapter_fusion` (or AdapterHub); see
+        `adapter_weights.load_adapter_fusion`.
+
+        Returns:
+            str, the name it was loaded as.
+        """
+        name = adapter_weights.load_adapter_fusion(self, directory, load_as=load_as)
         if set_active:
             self.set_active_adapters(name)
         return name

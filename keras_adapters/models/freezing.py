@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 
 from keras_adapters.models.adapter_backbone import AdapterBackbone
-from keras_adapters.models.adapter_encoder import LayerAdapter
+from keras_adapters.models.adapter_encoder import LayerAdapter, LayerFusion
 from keras_adapters.utils.keras_internals import child_layers
 
 
@@ -60,13 +60,13 @@ def find_adapter_backbone(model):
 
 
 def _set_trainable(layer, trained):
-    """Freeze every leaf under `layer` but the `LayerAdapter` in `trained`.
+    """Freeze every leaf under `layer` but the `LayerAdapter`s and `LayerFusion`s in `trained`.
 
     Setting `trainable = False` on a container and re-enabling children leaves
     no trainable weight in Keras 3, so the decision is made leaf by leaf (a
-    `LayerAdapter` counts as a leaf: all of it trains, or none).
+    `LayerAdapter` or `LayerFusion` counts as a leaf: all of it trains, or none).
     """
-    if isinstance(layer, LayerAdapter):
+    if isinstance(layer, (LayerAdapter, LayerFusion)):
         layer.trainable = id(layer) in trained
         return
     children = child_layers(layer)
@@ -92,7 +92,7 @@ def count_parameters(model):
     )
 
 
-def freeze_for_adapter_tuning(model, adapter=None):
+def freeze_for_adapter_tuning(model, adapter=None, unfreeze_adapters=False):
     """Freeze a model so only one adapter, its layer norms and the head train.
 
     Houlsby et al. (2019), §2.1: the pretrained weights stay fixed; the
@@ -108,25 +108,37 @@ def freeze_for_adapter_tuning(model, adapter=None):
     are frozen too: nothing below layer n trains, and backprop stops at
     layer n. This reads `drop_first_n` when called.
 
+    If `adapter` names an AdapterFusion, its fusion layers train instead
+    (AdapterHub's `train_adapter_fusion`; Pfeiffer et al., 2021, §3.2): the
+    fused adapters stay frozen unless `unfreeze_adapters`.
+
     Args:
         model: an `AdapterBackbone`, or a model holding one (for example a
             keras-hub `BertTextClassifier` built on it).
-        adapter: str or None, the adapter to train; defaults to the active
-            one.
+        adapter: str or None, the adapter or AdapterFusion to train; defaults
+            to the active one.
+        unfreeze_adapters: bool, for an AdapterFusion: train its adapters
+            too. Defaults to False.
 
     Returns:
         `ParameterCounts` after freezing.
 
     Raises:
         ValueError: if `model` holds no `AdapterBackbone`, or there is no
-            such (or no active) adapter.
+            such (or no active) adapter or AdapterFusion.
     """
     backbone = find_adapter_backbone(model)
     name = backbone.active_adapter if adapter is None else adapter
     if name is None:
         raise ValueError("No adapter to train: the backbone has no active adapter.")
     first = 0 if backbone.robust_adapter_drop else backbone.drop_first_n
-    trained = {id(part) for index, part in backbone.layer_adapters(name).items() if index >= first}
+    if name in backbone.fusion_configs:
+        parts = [backbone.layer_fusions(name)]
+        if unfreeze_adapters:
+            parts += [backbone.layer_adapters(a) for a in backbone.fused_adapters(name)]
+    else:
+        parts = [backbone.layer_adapters(name)]
+    trained = {id(part) for layers in parts for index, part in layers.items() if index >= first}
     model.trainable = True
     for layer in child_layers(backbone):
         _set_trainable(layer, trained)

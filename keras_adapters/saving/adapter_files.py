@@ -2,7 +2,8 @@
 
 `save_adapter`/`load_adapter` move one named task (adapter, layer norms, head)
 between models on the same backbone, like AdapterHub's `save_adapter` and
-`load_adapter`. `save_adapter_weights` writes a whole model's trainable weights.
+`load_adapter`; `save_adapter_fusion`/`load_adapter_fusion` do so for an
+AdapterFusion and its head. `save_adapter_weights` writes a whole model's trainable weights.
 """
 
 import hashlib
@@ -14,11 +15,13 @@ import numpy as np
 import safetensors.numpy
 
 from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.configuration.adapter_fusion_config import AdapterFusionConfig
 from keras_adapters.layers.heads import ClassificationHead
 from keras_adapters.models.adapter_backbone import adapter_backbone_class
 from keras_adapters.models.freezing import find_adapter_backbone
 from keras_adapters.saving import adapterhub
 from keras_adapters.utils.atomic import atomic_path
+from keras_adapters.utils.keras_internals import tracking_unlocked
 
 FORMAT = "keras_adapters.saving.adapter_files/1"
 
@@ -130,11 +133,14 @@ def _adapter_tensors(model, name):
     for index, part in backbone.layer_adapters(name).items():
         for weight in part.weights:
             tensors[f"layer_{index}/{_relative(weight, part)}"] = weight
+    return {**tensors, **_head_tensors(model, name)}
+
+
+def _head_tensors(model, name):
     head = getattr(model, "heads", {}).get(name)
-    if head is not None:
-        for weight in head.weights:
-            tensors[f"head/{_relative(weight, head)}"] = weight
-    return tensors
+    if head is None:
+        return {}
+    return {f"head/{_relative(weight, head)}": weight for weight in head.weights}
 
 
 FORMATS = ("keras_adapters", "adapterhub")
@@ -189,28 +195,34 @@ def save_adapter(model, directory, name, format="keras_adapters"):
         "head": None if head is None else keras.saving.serialize_keras_object(head),
         "backbone": backbone_identity(backbone),
     }
-    with atomic_path(directory) as temporary:
-        os.makedirs(temporary)
-        safetensors.numpy.save_file(tensors, os.path.join(temporary, WEIGHTS_FILE))
-        with open(os.path.join(temporary, CONFIG_FILE), "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2, sort_keys=True)
+    _write_folder(directory, {CONFIG_FILE: config, WEIGHTS_FILE: tensors})
 
 
 def _save_adapterhub(backbone, directory, name, tensors, head):
     """`save_adapter(..., format="adapterhub")` once the tensors are read."""
     architecture = adapter_backbone_class(backbone).architecture.name
-    parts = {"adapter": {}, "head": {}}
-    for key, value in tensors.items():
-        parts["head" if key.startswith("head/") else "adapter"][key] = value
+    adapter = {key: value for key, value in tensors.items() if not key.startswith("head/")}
     files = {adapterhub.CONFIG_FILE: adapterhub.adapterhub_config(  # Checks it can be written.
         backbone.adapter_configs[name], name, backbone.hidden_dim, architecture)}
     files[adapterhub.WEIGHTS_FILES[0]] = adapterhub.adapterhub_tensors(
-        parts["adapter"], name, architecture, backbone.adapter_configs[name]["ln_before"])
-    if head is not None:
-        head_config, head_tensors = adapterhub.adapterhub_head(
-            head, parts["head"], name, backbone.hidden_dim, architecture)
-        files[adapterhub.HEAD_CONFIG_FILE] = head_config
-        files[adapterhub.HEAD_WEIGHTS_FILES[0]] = head_tensors
+        adapter, name, architecture, backbone.adapter_configs[name]["ln_before"])
+    _write_folder(directory, {**files, **_adapterhub_head_files(backbone, name, tensors, head)})
+
+
+def _adapterhub_head_files(backbone, name, tensors, head):
+    """AdapterHub's head files for task `name`'s `head` (none without one)."""
+    if head is None:
+        return {}
+    architecture = adapter_backbone_class(backbone).architecture.name
+    head_config, head_tensors = adapterhub.adapterhub_head(
+        head, {key: value for key, value in tensors.items() if key.startswith("head/")},
+        name, backbone.hidden_dim, architecture)
+    return {adapterhub.HEAD_CONFIG_FILE: head_config,
+            adapterhub.HEAD_WEIGHTS_FILES[0]: head_tensors}
+
+
+def _write_folder(directory, files):
+    """Write `{file name: JSON-ready dict, or tensors for safetensors}`, atomically."""
     with atomic_path(directory) as temporary:
         os.makedirs(temporary)
         for file, content in files.items():
@@ -238,28 +250,37 @@ def _read_adapter(directory):
 def _read_own_adapter(directory, backbone):
     """A `save_adapter` folder as `(config_path, name, AdapterConfig, head config, tensors)`."""
     config_path, config, tensors = _read_adapter(directory)
+    _check_identity(config_path, config, backbone)
+    return (config_path, config["name"], AdapterConfig.from_dict(config["adapter_config"]),
+            config["head"], tensors)
+
+
+def _check_identity(config_path, config, backbone):
     for field, value in backbone_identity(backbone).items():
         saved = config["backbone"].get(field)
         if saved != value:
             raise ValueError(
                 f"{config_path}: field 'backbone.{field}' is {saved!r}, but this "
-                f"backbone has {value!r}: the adapter was trained on another backbone."
+                f"backbone has {value!r}: it was trained on another backbone."
             )
-    return (config_path, config["name"], AdapterConfig.from_dict(config["adapter_config"]),
-            config["head"], tensors)
 
 
 def _read_adapterhub_adapter(directory, backbone):
     """An AdapterHub folder as `_read_own_adapter` gives ours."""
     config_path, name, config, tensors = adapterhub.read_adapter(
         directory, backbone.hidden_dim, backbone.num_layers)
+    head, head_tensors = _adapterhub_head(directory, name, backbone)
+    return config_path, name, config, head, {**tensors, **head_tensors}
+
+
+def _adapterhub_head(directory, name, backbone):
+    """`(serialized ClassificationHead, its tensors)` of an AdapterHub folder, or `(None, {})`."""
     head = adapterhub.read_head(directory, name, dropout=getattr(backbone, "dropout", 0.1))
     if head is None:
-        return config_path, name, config, None, tensors
+        return None, {}
     arguments, head_tensors = head
     layer = ClassificationHead(**arguments, dtype=backbone.dtype_policy)
-    return (config_path, name, config, keras.saving.serialize_keras_object(layer),
-            {**tensors, **head_tensors})
+    return keras.saving.serialize_keras_object(layer), head_tensors
 
 
 def load_adapter(model, directory, load_as=None):
@@ -310,16 +331,24 @@ def load_adapter(model, directory, load_as=None):
     if head is None or getattr(model, "heads", None) is None:
         tensors = {key: value for key, value in tensors.items() if not key.startswith("head/")}
     name = load_as or saved_name
-    if name in backbone.adapter_configs:
+    if name in {**backbone.adapter_configs, **backbone.fusion_configs}:
         raise ValueError(f"{config_path}: an adapter named {name!r} already exists.")
     backbone.add_adapter(name, adapter_config)
+    _fill(model, name, head, tensors, config_path, _adapter_tensors,
+          lambda: backbone.remove_adapter(name))
+    return name
+
+
+def _fill(model, name, head, tensors, config_path, targets_of, remove):
+    """Add task `name`'s saved `head` to `model` and assign `tensors` to
+    `targets_of(model, name)`; on any error, `remove()` what was added and raise."""
     heads = getattr(model, "heads", None)
     try:
         if heads is not None and head is not None:
             head_config = dict(head, config=dict(head["config"]))
-            head_config["config"]["name"] = f"head_{name}"
+            head_config["config"]["name"] = f"head_{name}".replace(",", ".")
             model.add_head(name, keras.saving.deserialize_keras_object(head_config))
-        targets = _adapter_tensors(model, name)
+        targets = targets_of(model, name)
         if set(targets) != set(tensors):
             raise ValueError(
                 f"{config_path}: the weights file holds {sorted(set(tensors) - set(targets))} "
@@ -328,8 +357,153 @@ def load_adapter(model, directory, load_as=None):
         _assign(config_path, targets, tensors)
     except Exception:
         if heads is not None and name in heads:
-            model.remove_task(name)
-        else:
-            backbone.remove_adapter(name)
+            with tracking_unlocked(model):
+                heads.pop(name)
+        remove()
         raise
+
+
+FUSION_FORMAT = "keras_adapters.layers.adapter_fusion/1"
+FUSION_CONFIG_FILE = adapterhub.FUSION_CONFIG_FILE  # Told apart by its "format" field.
+FUSION_WEIGHTS_FILE = "adapter_fusion_weights.safetensors"
+
+
+def _fusion_tensors(model, name):
+    backbone = find_adapter_backbone(model)
+    tensors = {}
+    for index, part in backbone.layer_fusions(name).items():
+        for weight in part.weights:
+            tensors[f"layer_{index}/{_relative(weight, part)}"] = weight
+    return {**tensors, **_head_tensors(model, name)}
+
+
+def save_adapter_fusion(model, directory, name, format="keras_adapters"):
+    """Write AdapterFusion `name` (its fusion layers and head) to `directory`.
+
+    Its adapters are not written: save them with `save_adapter`, and load
+    them before the fusion. Writes `adapter_fusion_config.json` (the fused
+    adapters, the `AdapterFusionConfig`, the head's Keras config and
+    `backbone_identity`) and `adapter_fusion_weights.safetensors` (keys
+    `layer_<i>/<slot>_fusion/<query|key|value>/<kernel|bias>` and
+    `head/<path>`), replacing the folder atomically.
+
+    With `format="adapterhub"`, writes AdapterHub's
+    `adapter_fusion_config.json` and `model_adapter_fusion.safetensors`
+    (and the head as `save_adapter` does), which `adapters` 1.3.0 loads
+    with `model.load_adapter_fusion(directory, use_safetensors=True)` (and
+    `load_head`) once the fused adapters are loaded.
+
+    Args:
+        model: an `AdapterModel`, or any model holding an `AdapterBackbone`.
+        directory: str, the folder to write.
+        name: str, the AdapterFusion.
+        format: `"keras_adapters"` (the default) or `"adapterhub"`.
+
+    Raises:
+        ValueError: if there is no such fusion, for an unknown `format`, or
+            for a fusion (pruned per layer) or head AdapterHub's format
+            cannot hold.
+
+    Example:
+
+    ```python
+    model.save_adapter_fusion("fusions/rte", "cola,sst2,mrpc,stsb,rte")
+    ```
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}; got {format!r}.")
+    backbone = find_adapter_backbone(model)
+    tensors = {key: np.asarray(w.numpy()) for key, w in _fusion_tensors(model, name).items()}
+    head = getattr(model, "heads", {}).get(name)
+    fusion = backbone.fusion_configs[name]
+    if format == "adapterhub":
+        architecture = adapter_backbone_class(backbone).architecture.name
+        fused = {key: value for key, value in tensors.items() if not key.startswith("head/")}
+        config, fused = adapterhub.adapterhub_fusion(fusion, fused, name, backbone.hidden_dim,
+                                                     architecture)
+        files = {adapterhub.FUSION_CONFIG_FILE: config, adapterhub.FUSION_WEIGHTS_FILES[0]: fused,
+                 **_adapterhub_head_files(backbone, name, tensors, head)}
+    else:
+        files = {FUSION_CONFIG_FILE: {
+            "format": FUSION_FORMAT, "name": name, "adapters": fusion["adapters"],
+            "config": fusion["config"],
+            "head": None if head is None else keras.saving.serialize_keras_object(head),
+            "backbone": backbone_identity(backbone)}, FUSION_WEIGHTS_FILE: tensors}
+    _write_folder(directory, files)
+
+
+def _read_own_fusion(directory, backbone):
+    config_path = os.path.join(directory, FUSION_CONFIG_FILE)
+    with open(config_path, encoding="utf-8") as f:
+        config = json.load(f)
+    if config.get("format") != FUSION_FORMAT:
+        raise ValueError(f"{config_path}: field 'format' is {config.get('format')!r}, "
+                         f"expected {FUSION_FORMAT!r}.")
+    _check_identity(config_path, config, backbone)
+    with safetensors.safe_open(os.path.join(directory, FUSION_WEIGHTS_FILE),
+                               framework="numpy") as f:
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    return (config_path, config["name"], config["adapters"],
+            AdapterFusionConfig.load(config["config"]), config["head"], tensors)
+
+
+def _read_adapterhub_fusion(directory, backbone):
+    config_path, name, adapters, config, tensors = adapterhub.read_fusion(
+        directory, backbone.hidden_dim)
+    head, head_tensors = _adapterhub_head(directory, name, backbone)
+    return config_path, name, adapters, config, head, {**tensors, **head_tensors}
+
+
+def load_adapter_fusion(model, directory, load_as=None):
+    """Add an AdapterFusion saved by `save_adapter_fusion`, or AdapterHub's, to `model`.
+
+    The adapters it fuses must be in the model already, under their saved
+    names (`load_adapter`). An AdapterHub folder
+    (`adapter_fusion_config.json` with `adapter_names`, from `adapters`'
+    `save_adapter_fusion`) computes here what it computes in AdapterHub,
+    its head (saved `with_head=True`) included.
+
+    Args:
+        model: an `AdapterModel` (its head is restored too), or any model
+            holding an `AdapterBackbone`.
+        directory: str, the folder.
+        load_as: str or None, the name to give it; defaults to the saved one.
+
+    Returns:
+        str, the name it was loaded as. It is not made active.
+
+    Raises:
+        ValueError: naming the file and field, for a fused adapter the model
+            lacks, a name already taken, another backbone, an unsupported
+            configuration (`temperature=True`), or a missing or misshapen
+            tensor. The model is left unchanged.
+
+    Example:
+
+    ```python
+    for task in ("mnli", "qqp", "sick"):
+        model.load_adapter(f"adapterhub/{task}")
+    name = model.load_adapter_fusion("adapterhub/fusion")  # "mnli,qqp,sick"
+    model.set_active_adapters(name)
+    ```
+    """
+    backbone = find_adapter_backbone(model)
+    read = (_read_adapterhub_fusion if adapterhub.is_adapterhub_fusion_folder(directory)
+            else _read_own_fusion)
+    config_path, saved_name, adapters, config, head, tensors = read(directory, backbone)
+    missing = sorted({a for names in (adapters.values() if isinstance(adapters, dict)
+                                      else [adapters]) for a in names}
+                     - set(backbone.adapter_configs))
+    if missing:
+        raise ValueError(f"{config_path}: field 'adapters' names {missing}, which the model "
+                         "lacks; load those adapters first (load_adapter).")
+    if head is None or getattr(model, "heads", None) is None:
+        tensors = {key: value for key, value in tensors.items() if not key.startswith("head/")}
+    name = load_as or saved_name
+    try:
+        backbone.add_adapter_fusion(adapters, config, name=name)
+    except ValueError as error:
+        raise ValueError(f"{config_path}: {error}") from error
+    _fill(model, name, head, tensors, config_path, _fusion_tensors,
+          lambda: backbone.remove_adapter_fusion(name))
     return name

@@ -30,6 +30,11 @@ with `load_adapter(directory, use_safetensors=True)`), for adapters that use
 the pretrained layer norms (`train_layer_norms=False`), as AdapterHub's do.
 Read from the same five, in AdapterHub's and adapter-transformers' weight
 names.
+
+AdapterFusion folders (`adapter_fusion_config.json` with
+`model_adapter_fusion.safetensors` or `pytorch_model_adapter_fusion.bin`,
+keys `...layer.<i>.<location>.adapter_fusion_layer.<name>.<query|key|value>.*`)
+are read and written too (`read_fusion`, `adapterhub_fusion`).
 """
 
 import json
@@ -40,6 +45,7 @@ from typing import NamedTuple
 import numpy as np
 
 from keras_adapters.configuration.adapter_config import AdapterConfig
+from keras_adapters.configuration.adapter_fusion_config import AdapterFusionConfig
 from keras_adapters.layers.heads import ClassificationHead
 from keras_adapters.saving.checkpoints import read_tensors
 
@@ -541,5 +547,102 @@ def adapterhub_head(head, tensors, name, hidden_dim, architecture):
     for key, value in tensors.items():
         _, dense, parameter = key.split("/")
         renamed[f"heads.{name}.{indices[dense]}.{parameters[parameter]}"] = (
+            np.ascontiguousarray(value.T if parameter == "kernel" else value))
+    return config, renamed
+
+
+# AdapterFusion folders: `model.save_adapter_fusion(directory, "a,b", use_safetensors=True)`.
+FUSION_CONFIG_FILE = "adapter_fusion_config.json"
+FUSION_WEIGHTS_FILES = ("model_adapter_fusion.safetensors", "pytorch_model_adapter_fusion.bin")
+FUSION_MODULES = ("query", "key", "value")
+
+
+def is_adapterhub_fusion_folder(directory):
+    """Whether `directory` holds AdapterHub's `adapter_fusion_config.json` (with `"adapter_names"`)."""
+    path = os.path.join(directory, FUSION_CONFIG_FILE)
+    if not os.path.exists(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        return "adapter_names" in json.load(f)
+
+
+def _fusion_slot(location):
+    """Our `LayerFusion` sub-layer for an AdapterHub location (`output` -> `feedforward_fusion`)."""
+    return LOCATIONS[location].removesuffix("_adapter") + "_fusion"
+
+
+def read_fusion(directory, hidden_dim):
+    """An AdapterHub AdapterFusion folder as `(config_path, name, adapter names,
+    AdapterFusionConfig, tensors)`.
+
+    `tensors` are keyed `layer_<i>/<slot>_fusion/<query|key|value>/<kernel|bias>`,
+    as `adapter_files` keys a fusion's weights (kernels transposed).
+
+    Raises:
+        ValueError: naming the file, the field and its value, for an unknown
+            field, `temperature=True` or another hidden size; naming the file
+            and the key, for a tensor that is no weight of this fusion.
+        FileNotFoundError: if neither weights file exists.
+    """
+    path = os.path.join(directory, FUSION_CONFIG_FILE)
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    if saved.get("hidden_size", hidden_dim) != hidden_dim:
+        raise ValueError(f"{path}: field 'hidden_size' is {saved['hidden_size']}, but this "
+                         f"backbone has {hidden_dim}.")
+    try:
+        config = AdapterFusionConfig.load(saved["config"])
+    except ValueError as error:
+        raise ValueError(f"{path}: field 'config': {error}") from error
+    name, adapters = saved["name"], saved["adapter_names"]
+    file, tensors = read_tensors(directory, *FUSION_WEIGHTS_FILES)
+    key = re.compile(
+        rf"^(?:\w+\.)?(?:encoder|transformer)\.layer\.(\d+)\."
+        rf"({'|'.join(map(re.escape, LOCATIONS))})\.adapter_fusion_layer\.{re.escape(name)}"
+        rf"\.({'|'.join(FUSION_MODULES)})\.(weight|bias)$")
+    renamed = {}
+    for saved_key, value in tensors.items():
+        match = key.match(saved_key)
+        if match is None:
+            raise ValueError(f"{file}: tensor {saved_key!r} is not a weight of an AdapterFusion "
+                             f"named {name!r}.")
+        layer, location, module, parameter = match.groups()
+        renamed[f"layer_{layer}/{_fusion_slot(location)}/{module}/{LINEAR[parameter]}"] = (
+            value.T if parameter == "weight" else value)
+    return path, name, adapters, config, renamed
+
+
+def adapterhub_fusion(fusion, tensors, name, hidden_dim, architecture):
+    """AdapterHub's `(adapter_fusion_config.json dict, tensors)` for an AdapterFusion.
+
+    Args:
+        fusion: its `fusion_configs` entry, `{"adapters": [...], "config": {...}}`.
+        tensors: its weights as `adapter_files` keys them
+            (`layer_<i>/<slot>_fusion/<module>/<kernel|bias>`).
+        name: str, the fusion's name.
+        hidden_dim: int, the backbone's hidden size.
+        architecture: str, `Architecture.name`.
+
+    Raises:
+        ValueError: for a fusion pruned per layer (AdapterHub fuses the same
+            adapters in every layer), or an architecture not written.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"AdapterHub has no {architecture!r} backbone; it is written for "
+                         f"{sorted(ARCHITECTURES)}.")
+    if isinstance(fusion["adapters"], dict):
+        raise ValueError(f"AdapterFusion {name!r} fuses different adapters in different layers "
+                         "(pruned per layer), which AdapterHub's format cannot hold.")
+    names = ARCHITECTURES[architecture]
+    config = {"config": dict(fusion["config"]), "adapter_names": list(fusion["adapters"]),
+              "hidden_size": hidden_dim, "model_class": names.model_class, "model_name": "",
+              "model_type": names.model_type, "name": name, "version": VERSION}
+    locations = {_fusion_slot(theirs): theirs for theirs in names.locations}
+    parameters = {ours: theirs for theirs, ours in LINEAR.items()}
+    renamed = {}
+    for key, value in tensors.items():
+        layer, slot, module, parameter = key.split("/")
+        renamed[f"{names.layers}.{layer.removeprefix('layer_')}.{locations[slot]}"
+                f".adapter_fusion_layer.{name}.{module}.{parameters[parameter]}"] = (
             np.ascontiguousarray(value.T if parameter == "kernel" else value))
     return config, renamed
