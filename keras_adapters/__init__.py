@@ -27,6 +27,11 @@ from keras_adapters.models.freezing import (
     count_parameters,
     freeze_for_adapter_tuning,
 )
+from keras_adapters.models.fusion_pruning import (
+    FusionAttention,
+    fusion_attention,
+    prune_adapter_fusion,
+)
 from keras_adapters.models.parallel import ParallelAdapterModel
 from keras_adapters.saving.adapter_files import (
     load_adapter,
@@ -56,6 +61,7 @@ __all__ = [
     "BottleneckAdapter",
     "ClassificationHead",
     "DEFAULT_CHECKPOINT",
+    "FusionAttention",
     "ParallelAdapterModel",
     "ParameterCounts",
     "LayerAdapter",
@@ -65,11 +71,13 @@ __all__ = [
     "count_parameters",
     "create_optimizer",
     "freeze_for_adapter_tuning",
+    "fusion_attention",
     "from_pretrained",
     "load_adapter",
     "load_adapter_fusion",
     "load_adapter_weights",
     "make_preprocessor",
+    "prune_adapter_fusion",
     "save_adapter",
     "save_adapter_fusion",
     "save_adapter_weights",

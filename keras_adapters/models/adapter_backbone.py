@@ -12,6 +12,7 @@ Adapters are added, removed and activated by name, as in AdapterHub's
 `adapters` (`add_adapter`, `set_active_adapters`, `delete_adapter`).
 """
 
+import contextlib
 import dataclasses
 import itertools
 import re
@@ -240,11 +241,33 @@ class AdapterBackbone:
         self.robust_adapter_drop = robust_adapter_drop
         self.seed = seed
 
+    @contextlib.contextmanager
+    def recording_fusion_attention(self):
+        """Calls traced within record the active AdapterFusion's attention weights.
+
+        Yields a list with one dict per transformer layer, which each call
+        fills with `{slot: weights}`, float `(batch, seq, N)` tensors for
+        the layers and slots the fusion runs in. Within, the AdapterDrop
+        gates are decided when traced (`drop_first_n` as it is then), so
+        the weights are plain tensors of the traced function. Used by
+        `fusion_attention`.
+        """
+        sinks = [{} for _ in self.transformer_layers]
+        for layer, sink in zip(self.transformer_layers, sinks):
+            object.__setattr__(layer, "fusion_attention", sink)
+        try:
+            yield sinks
+        finally:
+            for layer in self.transformer_layers:
+                object.__setattr__(layer, "fusion_attention", None)
+
     def call(self, inputs, training=None, mask=None, **kwargs):
         self._mark_frozen_inputs()
         gates = [None] * self.num_layers
         if self.active_adapter is not None:
             gates = self.adapter_drop.static_gates(training)
+            if self.transformer_layers[0].fusion_attention is not None:  # Recording.
+                gates = [index >= self.drop_first_n for index in range(self.num_layers)]
             if gates is None:
                 gate = self.adapter_drop(inputs["padding_mask"], training=training)
                 gates = [gate[index] for index in range(self.num_layers)]

@@ -8,6 +8,7 @@ The Keras counterpart of AdapterHub's `BertAdapterModel` (`add_adapter`,
 import keras
 
 from keras_adapters.layers.heads import ClassificationHead
+from keras_adapters.models import fusion_pruning
 from keras_adapters.models.adapter_backbone import AdapterBackbone
 from keras_adapters.models.freezing import count_parameters, freeze_for_adapter_tuning
 from keras_adapters.saving import adapter_files as adapter_weights
@@ -163,6 +164,19 @@ class AdapterModel(keras.Model):
         for task, head in self.heads.items():
             head.trainable = task == name
         return count_parameters(self)
+
+    def prune_adapter_fusion(self, name, keep, dataset=None, attention=None, per_layer=False,
+                             new_name=None):
+        """A fusion over the `keep` adapters fusion `name` attends to most, with
+        a copy of its head; see `keras_adapters.prune_adapter_fusion`.
+
+        Returns:
+            str, the new fusion's name.
+        """
+        new_name = fusion_pruning.prune_adapter_fusion(self, name, keep, dataset=dataset, attention=attention,
+                                        per_layer=per_layer, new_name=new_name)
+        self._reset_compiled_functions()
+        return new_name
 
     def remove_adapter_fusion(self, name):
         """Delete AdapterFusion `name` and its head (if any), not its adapters."""

@@ -22,7 +22,8 @@ class ParallelAdapterModel(keras.Model):
 
     Args:
         adapter_model: an `AdapterModel` holding every task in `tasks`.
-        tasks: sequence of str, task names, each with an adapter and a head.
+        tasks: sequence of str, task names, each with an adapter (or an
+            AdapterFusion) and a head.
         drop_first_n: int in [0, num_layers], the shared depth n.
         **kwargs: `keras.Model` arguments.
 
@@ -56,10 +57,12 @@ class ParallelAdapterModel(keras.Model):
         if not tasks or len(set(tasks)) != len(tasks):
             raise ValueError(f"tasks must be distinct and non-empty; got {tasks}.")
         for task in tasks:
-            if task not in backbone.adapter_configs or task not in adapter_model.heads:
+            if (task not in {**backbone.adapter_configs, **backbone.fusion_configs}
+                    or task not in adapter_model.heads):
                 raise ValueError(
-                    f"Task {task!r} needs an adapter and a head; adapters: "
-                    f"{backbone.adapter_names}, heads: {sorted(adapter_model.heads)}."
+                    f"Task {task!r} needs an adapter (or AdapterFusion) and a head; adapters: "
+                    f"{backbone.adapter_names}, fusions: {backbone.fusion_names}, heads: "
+                    f"{sorted(adapter_model.heads)}."
                 )
         self.adapter_model = adapter_model
         self.tasks = tasks
