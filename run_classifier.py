@@ -3,18 +3,29 @@ r"""Fine-tune bottleneck adapters (or the whole model) on a GLUE task.
 Trains under a `tf.distribute` strategy, scores the dev set with the task's
 official GLUE metric after every epoch, and writes to `--model_dir`:
 checkpoints, the best epoch's weights (`best/`), TensorBoard logs,
-`eval_results.json`, the adapter-only weights (`adapter_weights.safetensors`)
-and a SavedModel whose `serving_default` takes raw text. A killed run resumes
+`eval_results.json`, the adapter-only weights (`adapter_weights.safetensors`;
+also the adapter as a folder, `adapter/`, that `load_adapter` and
+`--fusion_adapters` read), and a SavedModel whose `serving_default` takes raw
+text. `--tuning=fusion` trains an AdapterFusion over `--fusion_adapters`
+instead (the folder is then `fusion/`, and `fusion_attention.json` holds each
+fused adapter's mean attention weight on the dev set, per layer). A killed run resumes
 where its last backup left off when the same command is run again.
 
 Example (the default: MRPC, all-MiniLM-L6-v2, adapters of size 64):
 
   python run_classifier.py --data_dir=../shared/data/glue --model_dir=/tmp/mrpc
+
+An AdapterFusion for RTE over adapters trained by such runs:
+
+  python run_classifier.py --task=rte --tuning=fusion \
+      --fusion_adapters=/tmp/cola/adapter,/tmp/mrpc/adapter,/tmp/rte/adapter \
+      --data_dir=../shared/data/glue --model_dir=/tmp/rte_fusion
 """
 
 import time
 
 import keras
+import numpy as np
 from absl import app, flags, logging
 
 from keras_adapters.data.pipeline import (
@@ -24,7 +35,12 @@ from keras_adapters.data.pipeline import (
     tokenize_examples,
 )
 from keras_adapters.models.classifiers import text_classifier
-from keras_adapters.saving.adapter_files import save_adapter_weights
+from keras_adapters.models.fusion_pruning import fusion_attention
+from keras_adapters.saving.adapter_files import (
+    save_adapter,
+    save_adapter_fusion,
+    save_adapter_weights,
+)
 from keras_adapters.serving.export import export_text_classifier
 from keras_adapters.tasks.glue import data as glue
 from keras_adapters.tasks.glue import metrics
@@ -153,8 +169,19 @@ def train_and_evaluate(strategy):
         "best": best.best(),
         "exported": exported,
     })
-    if FLAGS.tuning == "adapters":
+    if FLAGS.tuning != "full":
         save_adapter_weights(model, cli.output_path("adapter_weights.safetensors"))
+    if FLAGS.tuning == "adapters":
+        save_adapter(model, cli.output_path("adapter"), backbone.active_adapter)
+    if FLAGS.tuning == "fusion":
+        name = backbone.active_adapter
+        save_adapter_fusion(model, cli.output_path("fusion"), name)
+        dev_batches = evaluation.dev_sets[task.dev_splits[0]][0]
+        attention = fusion_attention(model, name, dev_batches)
+        write_json(cli.output_path("fusion_attention.json"), {
+            "fusion": name, "adapters": attention.adapters, "mean": attention.mean.tolist(),
+            "per_layer": [[None if np.isnan(v) else v for v in row]
+                          for row in attention.per_layer.tolist()]})
     export_text_classifier(
         model, preprocessor, FLAGS.export_dir or cli.output_path("saved_model"),
         is_pair=task.is_pair, is_regression=task.is_regression)

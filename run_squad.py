@@ -212,7 +212,7 @@ def main(argv):
     if FLAGS.mode == "train_and_predict":
         results["best"] = best.best()
         results["exported"] = cli.load_weights_to_export(model, best)
-        if FLAGS.tuning == "adapters":
+        if FLAGS.tuning != "full":
             save_adapter_weights(model, cli.output_path("adapter_weights.safetensors"))
     write_json(cli.output_path("eval_results.json"), results)
     squad_serving.export_question_answerer(

@@ -160,7 +160,14 @@ CASES = {
         r"--reduction_factor must be > 0"),
     "AdapterDrop with full fine-tuning": (
         _flags("--tuning=full", "--drop_first_n=1"), flags.ValidationError,
-        r"--drop_first_n and --robust_adapter_drop need --tuning=adapters"),
+        r"--drop_first_n and --robust_adapter_drop need --tuning=adapters or fusion"),
+    "fusion without adapters": (
+        _flags("--tuning=fusion"), flags.ValidationError,
+        r"--tuning=fusion needs --fusion_adapters"),
+    "fusion adapters that are not there": (
+        lambda tmp: _flags(f"--init_from={_tiny(tmp)}", "--tuning=fusion", "--max_seq_length=16",
+                           f"--fusion_adapters={tmp}/none", call=lambda: cli.build_backbone("mrpc"))(tmp),
+        FileNotFoundError, r"none/adapter_config.json"),
     "batch_size <= 0": (
         _flags("--batch_size=0"), flags.ValidationError, r"--batch_size must be > 0"),
     "save_every_steps <= 0": (

@@ -14,7 +14,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from keras_adapters import AdapterConfig, AdapterModel, from_pretrained
+from keras_adapters import AdapterConfig, AdapterModel, add_adapters, from_pretrained
 from tests.helpers import run_torch_script, tiny_hf_tensors, write_hf_folder
 from tests.test_adapterhub_models import PADDING_MASK, SEGMENT_IDS, TOKEN_IDS, _tiny_inputs
 
@@ -165,12 +165,8 @@ def fusion_runs(tmp_path_factory):
 
 
 def _bare(folder):
-    """The tiny BERT with an adapter backbone and no adapters."""
-    from keras_adapters import add_adapters
-
-    backbone = add_adapters(from_pretrained(folder)[0], name="unused")
-    backbone.remove_adapter("unused")
-    return backbone
+    """The tiny BERT as an adapter backbone without adapters."""
+    return add_adapters(from_pretrained(folder)[0], name=None)
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)

@@ -15,7 +15,11 @@ from safetensors.numpy import load_file
 
 from keras_adapters.configuration.adapter_config import AdapterConfig
 from keras_adapters.models.adapter_backbone import add_adapters
-from keras_adapters.saving.adapter_files import load_adapter_weights
+from keras_adapters.saving.adapter_files import (
+    load_adapter,
+    load_adapter_fusion,
+    load_adapter_weights,
+)
 from keras_adapters.saving.checkpoints import from_pretrained
 from keras_adapters.tasks.glue import data as glue
 from tests.helpers import GLUE_DIR, REPO_ROOT, backup_step, run_tpu_stand_in
@@ -80,6 +84,47 @@ def test_adapter_weights_rebuild_the_exported_model(finished_run):
     np.testing.assert_allclose(rebuilt, exported, atol=1e-5)
     # The adapters trained: the head is not at its zero-bias start.
     assert np.abs(model.get_layer("logits").bias.numpy()).max() > 0
+
+
+@pytest.fixture(scope="module")
+def fused_run(finished_run, tmp_path_factory):
+    """An AdapterFusion for MRPC over the MRPC run's adapter and an RTE run's."""
+    root = tmp_path_factory.mktemp("fusion")
+    base = [sys.executable, str(REPO_ROOT / "run_classifier.py"), f"--data_dir={GLUE_DIR}",
+            *COMMON]
+    for command in ([*base, "--task=rte", f"--model_dir={root / 'rte'}"],
+                    [*base, "--task=mrpc", "--tuning=fusion", f"--model_dir={root / 'fusion'}",
+                     f"--fusion_adapters={root / 'rte' / 'adapter'},{finished_run / 'adapter'}"]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+def test_a_fusion_run_trains_only_the_fusion_and_its_folders_rebuild_the_export(
+        finished_run, fused_run):
+    model_dir = fused_run / "fusion"
+    assert json.loads((model_dir / "eval_results.json").read_text())["tuning"] == "fusion"
+    trained = load_file(model_dir / "adapter_weights.safetensors")
+    assert {key.split("/")[1] for key in trained if key.startswith("transformer_layer")} == {
+        "fusion_rte.mrpc"}
+    backbone, tokenizer = from_pretrained()
+    backbone = add_adapters(backbone, name=None)
+    for adapter in (fused_run / "rte" / "adapter", finished_run / "adapter"):
+        load_adapter(backbone, str(adapter))
+    backbone.set_active_adapters(load_adapter_fusion(backbone, str(model_dir / "fusion")))
+    model = keras_hub.models.BertTextClassifier(backbone, num_classes=2, preprocessor=None)
+    load_adapter_weights(model, str(model_dir / "adapter_weights.safetensors"))
+    dev = _dev_slice()
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=64)
+    features = preprocessor(x=(tf.constant(dev.text_a), tf.constant(dev.text_b)))
+    serving = tf.saved_model.load(str(model_dir / "saved_model")).signatures["serving_default"]
+    exported = serving(sentence1=tf.constant(dev.text_a),
+                       sentence2=tf.constant(dev.text_b))["probabilities"].numpy()
+    np.testing.assert_allclose(tf.nn.softmax(model.predict(features, verbose=0)), exported,
+                               atol=1e-5)
+    attention = json.loads((model_dir / "fusion_attention.json").read_text())
+    assert attention["adapters"] == ["rte", "mrpc"] and len(attention["per_layer"]) == 6
+    np.testing.assert_allclose(np.sum(attention["per_layer"], axis=1), 1.0, rtol=1e-6)
 
 
 def _tpu_stand_in(glue_dir, model_dir, *flags):

@@ -675,8 +675,9 @@ def add_adapters(backbone, config=None, *, name=DEFAULT_ADAPTER, drop_first_n=0,
             without adapters.
         config: `AdapterConfig`. Defaults to `AdapterConfig()` (size 64,
             houlsby placement).
-        name: str, the adapter's name (a task name, say). Defaults to
-            `"default"`.
+        name: str, the adapter's name (a task name, say), or None for no
+            adapter yet (add them with `add_adapter`, `load_adapter`...).
+            Defaults to `"default"`.
         drop_first_n: int. Initial AdapterDrop depth; see
             `AdapterBackbone.set_drop_first_n`.
         robust_adapter_drop: bool, draw the depth at every training step
@@ -710,7 +711,7 @@ def add_adapters(backbone, config=None, *, name=DEFAULT_ADAPTER, drop_first_n=0,
     settings = backbone.get_config()
     settings.update(
         hidden_activation=getattr(backbone, "hidden_activation", None),
-        adapter_configs={name: config.to_dict()},
+        adapter_configs={} if name is None else {name: config.to_dict()},
         active_adapter=name,
         drop_first_n=drop_first_n,
         robust_adapter_drop=robust_adapter_drop,

@@ -10,7 +10,7 @@ from absl import flags, logging
 from keras_adapters.configuration.adapter_config import PLACEMENT_ALIASES, PLACEMENTS, AdapterConfig
 from keras_adapters.models.adapter_backbone import add_adapters
 from keras_adapters.models.freezing import freeze_for_adapter_tuning
-from keras_adapters.saving.adapter_files import backbone_identity
+from keras_adapters.saving.adapter_files import backbone_identity, load_adapter
 from keras_adapters.saving.checkpoints import DEFAULT_CHECKPOINT, from_pretrained
 from keras_adapters.training import distribute
 from keras_adapters.training.callbacks import EpochWeights, StopOnNaN
@@ -18,10 +18,12 @@ from keras_adapters.training.optimization import create_optimizer
 from keras_adapters.training.resume import Backup, TrainingState, fit_resumable
 
 FLAGS = flags.FLAGS
-DEFAULT_LEARNING_RATES = {"adapters": 1e-3, "full": 5e-5}
+# AdapterFusion: Pfeiffer et al. (2021, §4.2) train the fusion at 5e-5.
+DEFAULT_LEARNING_RATES = {"adapters": 1e-3, "full": 5e-5, "fusion": 5e-5}
 CHECKPOINT_PATTERN = "epoch_{epoch:02d}.weights.h5"  # under <model_dir>/checkpoints
 # Flags a resumed run must share with the run that wrote the backup.
-RESUME_FLAGS = ("init_from", "dtype_policy", "tuning", "adapter_size", "reduction_factor", "adapter_placement",
+RESUME_FLAGS = ("init_from", "dtype_policy", "tuning", "adapter_size", "reduction_factor",
+                "adapter_placement", "train_layer_norms", "fusion_adapters", "fusion_config",
                 "drop_first_n", "robust_adapter_drop", "learning_rate", "num_epochs",
                 "batch_size", "max_seq_length", "warmup_proportion", "weight_decay", "seed")
 
@@ -34,8 +36,9 @@ def define_flags():
         "Hugging Face folder, a keras-hub preset folder, a keras-hub preset name such as "
         "roberta_base_en (downloads), or the bundled default.",
     )
-    flags.DEFINE_enum("tuning", "adapters", ["adapters", "full"],
-                      "Train adapters (Houlsby et al.) or fine-tune everything.")
+    flags.DEFINE_enum("tuning", "adapters", ["adapters", "full", "fusion"],
+                      "Train adapters (Houlsby et al.), fine-tune everything, or train an "
+                      "AdapterFusion over --fusion_adapters (Pfeiffer et al., 2021).")
     flags.DEFINE_integer("adapter_size", 64, "Adapter bottleneck size m.")
     flags.DEFINE_integer("reduction_factor", None,
                          "Hidden size / adapter size; replaces --adapter_size.")
@@ -43,6 +46,15 @@ def define_flags():
                       "houlsby: after attention and FFN; pfeiffer: after FFN; AdapterHub's "
                       "double_seq_bn (= houlsby), seq_bn (pfeiffer, reading LN(h + x)) and "
                       "par_bn (pfeiffer, in parallel with the FFN, scaled by 4).")
+    flags.DEFINE_bool("train_layer_norms", True,
+                      "Adapters train their own copies of the layer norms (Houlsby et al.); "
+                      "--notrain_layer_norms keeps the pretrained ones, as AdapterHub does "
+                      "(and as adapters to be fused, or shared with AdapterHub, should).")
+    flags.DEFINE_list("fusion_adapters", None,
+                      "--tuning=fusion: adapter folders to fuse (each written by a run's "
+                      "<model_dir>/adapter, save_adapter, or AdapterHub's save_adapter).")
+    flags.DEFINE_enum("fusion_config", "dynamic", ["dynamic", "static"],
+                      "--tuning=fusion: AdapterHub's AdapterFusion configuration.")
     flags.DEFINE_integer("drop_first_n", 0,
                          "AdapterDrop: no adapters in the lowest n layers. With "
                          "--robust_adapter_drop, the n used at evaluation and export.")
@@ -50,7 +62,7 @@ def define_flags():
                       "Robust AdapterDrop: each training step drops the adapters of the "
                       "lowest n layers, n drawn uniformly from 0..layers-1 (seeded by --seed).")
     flags.DEFINE_float("learning_rate", None,
-                       "Peak learning rate. Default: 1e-3 (adapters), 5e-5 (full).")
+                       "Peak learning rate. Default: 1e-3 (adapters), 5e-5 (full, fusion).")
     flags.DEFINE_integer("num_epochs", 4, "Training epochs.")
     flags.DEFINE_integer("batch_size", 32, "Global batch size.")
     flags.DEFINE_integer("max_seq_length", 128, "Tokens per example, special ones included.")
@@ -89,15 +101,18 @@ def define_flags():
 
 def validate_flags():
     """Raise `flags.ValidationError` on flag values that cannot work together."""
+    if (FLAGS.tuning == "fusion") != bool(FLAGS.fusion_adapters):
+        raise flags.ValidationError("--tuning=fusion needs --fusion_adapters, and "
+                                    "--fusion_adapters needs --tuning=fusion.")
     if FLAGS.tuning == "adapters":
         if FLAGS.reduction_factor is None and FLAGS.adapter_size <= 0:
             raise flags.ValidationError(f"--adapter_size must be > 0; got {FLAGS.adapter_size}.")
         if FLAGS.reduction_factor is not None and FLAGS.reduction_factor <= 0:
             raise flags.ValidationError(
                 f"--reduction_factor must be > 0; got {FLAGS.reduction_factor}.")
-    elif FLAGS.drop_first_n or FLAGS.robust_adapter_drop:
+    elif FLAGS.tuning == "full" and (FLAGS.drop_first_n or FLAGS.robust_adapter_drop):
         raise flags.ValidationError(
-            "--drop_first_n and --robust_adapter_drop need --tuning=adapters.")
+            "--drop_first_n and --robust_adapter_drop need --tuning=adapters or fusion.")
     for name in ("num_epochs", "batch_size", "max_seq_length", "save_every_steps",
                  "steps_per_execution"):
         if FLAGS[name].value <= 0:
@@ -112,6 +127,7 @@ def adapter_config_from_flags():
         adapter_size=None if FLAGS.reduction_factor else FLAGS.adapter_size,
         reduction_factor=FLAGS.reduction_factor,
         placement=FLAGS.adapter_placement,
+        train_layer_norms=FLAGS.train_layer_norms,
     )
 
 
@@ -185,13 +201,15 @@ def fit(model, epoch_dataset, steps_per_epoch, backbone, *, run_config, callback
 
 
 def build_backbone(adapter_name):
-    """Load `--init_from`; under `--tuning=adapters` add adapter `adapter_name`.
+    """Load `--init_from`; under `--tuning=adapters` add adapter `adapter_name`;
+    under `--tuning=fusion` load `--fusion_adapters` and fuse them (active).
 
     Call inside the strategy's scope. Returns `(backbone, tokenizer)`.
 
     Raises:
         flags.ValidationError: if `--drop_first_n` is not below the number of
             layers (nothing would be left to train).
+        ValueError: naming the file, for an adapter folder that does not fit.
     """
     backbone, tokenizer = from_pretrained(FLAGS.init_from)
     if FLAGS.max_seq_length > backbone.max_sequence_length:
@@ -204,15 +222,23 @@ def build_backbone(adapter_name):
         raise flags.ValidationError(
             f"--drop_first_n must be in [0, {backbone.num_layers - 1}] for this "
             f"{backbone.num_layers}-layer backbone; got {FLAGS.drop_first_n}.")
-    return add_adapters(backbone, adapter_config_from_flags(), name=adapter_name,
-                        drop_first_n=FLAGS.drop_first_n,
-                        robust_adapter_drop=FLAGS.robust_adapter_drop, seed=FLAGS.seed), tokenizer
+    fusion = FLAGS.tuning == "fusion"
+    backbone = add_adapters(backbone, adapter_config_from_flags(),
+                            name=None if fusion else adapter_name,
+                            drop_first_n=FLAGS.drop_first_n,
+                            robust_adapter_drop=FLAGS.robust_adapter_drop, seed=FLAGS.seed)
+    if fusion:
+        names = [load_adapter(backbone, folder) for folder in FLAGS.fusion_adapters]
+        backbone.add_adapter_fusion(  # One adapter's fusion cannot take the adapter's name.
+            names, FLAGS.fusion_config, name=f"{names[0]}_fusion" if len(names) == 1 else None,
+            set_active=True)
+    return backbone, tokenizer
 
 
 def prepare_for_training(model, num_examples, static_shapes):
     """Freeze (for adapters) and build the optimizer; returns it and steps/epoch."""
-    if FLAGS.tuning == "adapters":
-        logging.info("Adapter tuning: %s", freeze_for_adapter_tuning(model))
+    if FLAGS.tuning != "full":
+        logging.info("%s tuning: %s", FLAGS.tuning.capitalize(), freeze_for_adapter_tuning(model))
     rounding = math.floor if static_shapes else math.ceil
     steps_per_epoch = max(1, rounding(num_examples / FLAGS.batch_size))
     optimizer = create_optimizer(
