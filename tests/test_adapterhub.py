@@ -19,6 +19,7 @@ from keras_adapters import (
     load_adapter,
     save_adapter,
 )
+from keras_adapters.saving.adapterhub import adapterhub_head
 from tests.helpers import (
     ARCHITECTURES,
     HF_MODELS_SCRIPT,
@@ -277,6 +278,21 @@ def test_adapters_adapterhub_cannot_hold_are_refused_by_name(adapterhub, tmp_pat
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_pooler_heads_are_written_as_adapterhub_computes_them():
+    head = ClassificationHead(num_classes=2, use_pooler=True)
+    head.build({"sequence_output": (None, None, 8), "pooled_output": (None, 8)})
+    tensors = {f"head/{w.path.split('/', 1)[1]}": w.numpy() for w in head.weights}
+    # Without a pooler here, pooled_output is the first token's state: AdapterHub's
+    # use_pooler=False.
+    config, _ = adapterhub_head(head, tensors, "t", 8, "roberta", has_pooler=False)
+    assert config["config"]["use_pooler"] is False
+    config, _ = adapterhub_head(head, tensors, "t", 8, "bert")
+    assert config["config"]["use_pooler"] is True
+    with pytest.raises(ValueError, match="reads keras-hub's pooler, which AdapterHub's "
+                                         "ElectraAdapterModel lacks"):
+        adapterhub_head(head, tensors, "t", 8, "electra")
+
+
 def test_a_hub_id_is_fetched_with_huggingface_hub(adapterhub, monkeypatch):
     huggingface_hub = pytest.importorskip("huggingface_hub")
     folder, root, expected = adapterhub
@@ -326,12 +342,14 @@ def test_adapter_transformers_weight_names_and_other_methods(adapterhub, tmp_pat
 
 _ARCHITECTURES_SCRIPT = HF_MODELS_SCRIPT + """
 import adapters
+from adapters.composition import Fuse
 
 args = json.load(sys.stdin)
 
 
-def run(model, name, tokenizer):
+def run(model, name, tokenizer, head=None):
     model.set_active_adapters(name)
+    model.active_head = head or name
     batch = tokenizer(args["texts"], padding=True, return_tensors="pt")
     with torch.no_grad():
         result = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -348,6 +366,10 @@ for arch, folder in args["folders"].items():
         model = adapters.AutoAdapterModel.from_pretrained(folder).eval()
         assert model.load_adapter(args["ours"][arch], use_safetensors=True) == "ours"
         outputs[arch] = run(model, "ours", tokenizer)
+        for fused in ("o1", "o2"):
+            model.load_adapter(f"{args['ours'][arch]}_{fused}", use_safetensors=True)
+        model.load_adapter_fusion(f"{args['ours'][arch]}_fusion", use_safetensors=True)
+        outputs[arch + "/fusion"] = run(model, Fuse("o1", "o2"), tokenizer, head="o1,o2")
         continue
     tokenizer, _ = random_hf_model(arch, folder)
     model = adapters.AutoAdapterModel.from_pretrained(folder).eval()
@@ -361,6 +383,21 @@ for arch, folder in args["folders"].items():
                 value.normal_(0.0, 0.5)
     model.save_adapter(folder + "_theirs", "theirs", use_safetensors=True)
     outputs[arch] = run(model, "theirs", tokenizer)
+    # A fusion over it and a second adapter, with a head.
+    model.add_adapter("theirs2", config=adapters.DoubleSeqBnConfig(
+        reduction_factor=2, original_ln_before=True, residual_before_ln=False))
+    model.add_adapter_fusion(Fuse("theirs", "theirs2"))
+    model.add_classification_head("theirs,theirs2", num_labels=2)
+    with torch.no_grad():
+        for key, value in model.named_parameters():
+            if any(part in key for part in (".adapters.theirs2.", "adapter_fusion_layer.theirs,",
+                                            "heads.theirs,")):
+                value.normal_(0.0, 0.5)
+    model.save_adapter(folder + "_theirs2", "theirs2", use_safetensors=True)
+    model.save_adapter_fusion(folder + "_fusion", "theirs,theirs2", with_head=True,
+                              use_safetensors=True)
+    outputs[arch + "/fusion"] = run(model, Fuse("theirs", "theirs2"), tokenizer,
+                                    head="theirs,theirs2")
 json.dump(outputs, sys.stdout)
 """
 
@@ -387,6 +424,14 @@ def test_every_architecture_reads_and_writes_adapterhub_adapters(tmp_path):
                                    rtol=0, atol=1e-5, err_msg=arch.name)
         np.testing.assert_allclose(np.asarray(model(inputs)), run["logits"], rtol=0, atol=1e-5,
                                    err_msg=arch.name)
+        model.load_adapter(folders[arch.name] + "_theirs2")
+        fusion = model.load_adapter_fusion(folders[arch.name] + "_fusion", set_active=True)
+        np.testing.assert_allclose(np.asarray(model(inputs)), theirs[f"{arch.name}/fusion"]["logits"],
+                                   rtol=0, atol=1e-5, err_msg=f"{arch.name} fusion")
+        ours[arch.name] = str(tmp_path / f"{arch.name}_ours")
+        _add_our_fusion(model, rng, ours[arch.name])
+        expected[f"{arch.name}/fusion"] = (None, np.asarray(model(inputs)), kept)
+        assert fusion == "theirs,theirs2"
         # No gating: it averages over padding too, and RoBERTa's padded positions are
         # numbered otherwise in Hugging Face (the BERT tests above check gating).
         model.add_adapter("ours", AdapterConfig(
@@ -400,11 +445,30 @@ def test_every_architecture_reads_and_writes_adapterhub_adapters(tmp_path):
             weight.assign(rng.normal(0.0, 0.5, weight.shape).astype("float32"))
         hidden = backbone.features(backbone(inputs))["sequence_output"]
         expected[arch.name] = (np.asarray(hidden)[kept], np.asarray(model(inputs)), kept)
-        ours[arch.name] = str(tmp_path / f"{arch.name}_ours")
         save_adapter(model, ours[arch.name], "ours", format="adapterhub")
     actual = run_torch_script(_ARCHITECTURES_SCRIPT, folders=folders, texts=TEXTS_A, ours=ours)
     for name, (hidden, logits, kept) in expected.items():
-        np.testing.assert_allclose(np.array(actual[name]["hidden"])[kept], hidden, rtol=0,
-                                   atol=1e-5, err_msg=name)
+        if hidden is not None:
+            np.testing.assert_allclose(np.array(actual[name]["hidden"])[kept], hidden, rtol=0,
+                                       atol=1e-5, err_msg=name)
         np.testing.assert_allclose(actual[name]["logits"], logits, rtol=0, atol=1e-5,
                                    err_msg=name)
+
+
+def _add_our_fusion(model, rng, folder):
+    """Random seq_bn adapters "o1", "o2", a random fusion over them with a head, active, and
+    all three written for AdapterHub under `folder` + `_o1`, `_o2`, `_fusion`."""
+    for adapter in ("o1", "o2"):
+        model.add_adapter(adapter, AdapterConfig(reduction_factor=2, placement="seq_bn",
+                                                 train_layer_norms=False))
+    fusion = model.add_adapter_fusion(["o1", "o2"], set_active=True)
+    model.add_head(fusion, ClassificationHead(num_classes=2, layers=2, use_pooler=False,
+                                              name="head_o1.o2"))
+    backbone = model.backbone
+    parts = [*backbone.layer_adapters("o1").values(), *backbone.layer_adapters("o2").values(),
+             *backbone.layer_fusions(fusion).values(), model.heads[fusion]]
+    for weight in [w for part in parts for w in part.weights]:
+        weight.assign(rng.normal(0.0, 0.5, weight.shape).astype("float32"))
+    for adapter in ("o1", "o2"):
+        save_adapter(model, f"{folder}_{adapter}", adapter, format="adapterhub")
+    model.save_adapter_fusion(f"{folder}_fusion", fusion, format="adapterhub")

@@ -23,7 +23,7 @@ from keras_adapters.configuration.adapter_config import AdapterConfig
 from keras_adapters.configuration.adapter_fusion_config import AdapterFusionConfig
 from keras_adapters.layers import activations
 from keras_adapters.layers.adapter_drop import AdapterDrop, check_drop_first_n
-from keras_adapters.models.adapter_encoder import AdapterTransformerEncoder, fusion_layer_name
+from keras_adapters.models.adapter_encoder import AdapterTransformerEncoder, keras_name
 from keras_adapters.utils.keras_internals import (
     first_call_input,
     tracking_unlocked,
@@ -446,6 +446,10 @@ class AdapterBackbone:
         if isinstance(adapters, str):
             adapters = adapters.split(",")
         per_layer = dict(adapters) if isinstance(adapters, dict) else {"all": adapters}
+        layers = {str(index) for index in range(self.num_layers)}
+        if isinstance(adapters, dict) and not set(adapters) <= layers:
+            raise ValueError(f"Per-layer fusion keys must be layer indices as strings, "
+                             f"'0' to '{self.num_layers - 1}'; got {sorted(adapters)}.")
         for layer, names in per_layer.items():
             names = per_layer[layer] = list(names)
             if not names or len(set(names)) != len(names):
@@ -457,8 +461,8 @@ class AdapterBackbone:
         name = ",".join(fused) if name is None else name
         if not isinstance(name, str) or not all(ADAPTER_NAME.fullmatch(p) for p in name.split(",")):
             raise ValueError(f"AdapterFusion names are adapter names joined by ','; got {name!r}.")
-        taken = {fusion_layer_name(f) for f in self.fusion_configs}
-        if name in self.adapter_configs or fusion_layer_name(name) in taken:
+        taken = {keras_name("fusion", f) for f in self.fusion_configs}
+        if name in self.adapter_configs or keras_name("fusion", name) in taken:
             raise ValueError(f"The name {name!r} is taken; give the AdapterFusion another name.")
         configs = [AdapterConfig.from_dict(self.adapter_configs[a]) for a in fused]
         if len({c.placement for c in configs}) > 1 or any(c.is_parallel for c in configs):
@@ -466,18 +470,14 @@ class AdapterBackbone:
                 f"Adapters {fused} cannot be fused: they must all sit in the same slots "
                 f"(placements {[c.placement for c in configs]}) and none may be parallel.")
         fusion = {"adapters": adapters, "config": AdapterFusionConfig.load(config).to_dict()}
-        self._add_fusion(name, fusion)
-        if set_active:
-            self.set_active_adapters(name)
-        return name
-
-    def _add_fusion(self, name, fusion):
-        """Add `fusion_configs` entry `fusion` as `name` to every layer it is in."""
         self.fusion_configs[name] = fusion
         for index, layer in enumerate(self.transformer_layers):
             in_layer = layer_fusion_configs({name: fusion}, layer.adapter_configs, index)
             if in_layer:
                 layer.add_fusion(name, in_layer[name])
+        if set_active:
+            self.set_active_adapters(name)
+        return name
 
     def remove_adapter_fusion(self, name):
         """Delete AdapterFusion `name` and its weights (not its adapters).

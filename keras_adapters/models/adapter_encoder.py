@@ -124,6 +124,15 @@ class LayerFusion(keras.layers.Layer):
     Attributes (after `build`):
         attention_fusion, feedforward_fusion: `AdapterFusion`, or None for a
             slot it does not fuse.
+
+    Example:
+
+    ```python
+    part = keras_adapters.LayerFusion(keras_adapters.AdapterFusionConfig().to_dict(),
+                                      slots=["feedforward"])
+    part.build((None, None, 384))
+    part.feedforward_fusion.query.kernel.shape  # (384, 384)
+    ```
     """
 
     def __init__(self, fusion_config, slots, dropout=0.1, **kwargs):
@@ -281,10 +290,10 @@ class _FusionPart:
         return self.layer_norm(fused + x) if self.config.original_ln_after else fused
 
 
-def fusion_layer_name(name):
-    """The Keras name of AdapterFusion `name`'s `LayerFusion` (`a,b` -> `fusion_a.b`):
-    TensorFlow's name scopes refuse commas."""
-    return "fusion_" + name.replace(",", ".")
+def keras_name(prefix, name):
+    """The Keras layer name for adapter, fusion or task `name` (`"fusion", "a,b"` ->
+    `fusion_a.b`): TensorFlow's name scopes refuse commas."""
+    return f"{prefix}_{name.replace(',', '.')}"
 
 
 _ROUTED = {
@@ -370,7 +379,7 @@ class AdapterTransformerEncoder(TransformerEncoder):
             slots=[slot for slot in SLOTS if getattr(parts[0], f"{slot}_adapter")],
             dropout=self.dropout,
             dtype=self.dtype_policy,
-            name=fusion_layer_name(name),
+            name=keras_name("fusion", name),
         )
         layer_fusion.build(self._inputs_shape)
         return layer_fusion

@@ -10,6 +10,7 @@ import keras
 from keras_adapters.layers.heads import ClassificationHead
 from keras_adapters.models import fusion_pruning
 from keras_adapters.models.adapter_backbone import AdapterBackbone
+from keras_adapters.models.adapter_encoder import keras_name
 from keras_adapters.models.freezing import count_parameters, freeze_for_adapter_tuning
 from keras_adapters.saving import adapter_files as adapter_weights
 from keras_adapters.utils.keras_internals import tracking_unlocked
@@ -90,7 +91,7 @@ class AdapterModel(keras.Model):
     def add_classification_head(self, name, num_classes, dropout=0.1):
         """Register a `ClassificationHead` for task `name`; returns it."""
         head = ClassificationHead(num_classes, dropout, dtype=self.backbone.dtype_policy,
-                                  name=f"head_{name}".replace(",", "."))  # TF scope names.
+                                  name=keras_name("head", name))
         self.add_head(name, head)
         return head
 

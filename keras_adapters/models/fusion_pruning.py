@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_adapters.models.adapter_encoder import keras_name
 from keras_adapters.models.freezing import find_adapter_backbone
 
 
@@ -171,7 +172,7 @@ def prune_adapter_fusion(model, name, keep, dataset=None, attention=None, per_la
         layer_fusion.set_weights(old_layers[index].get_weights())
     head = getattr(model, "heads", {}).get(name)
     if head is not None:
-        config = dict(head.get_config(), name=f"head_{new_name}".replace(",", "."))
+        config = dict(head.get_config(), name=keras_name("head", new_name))
         copy = head.__class__.from_config(config)
         model.add_head(new_name, copy)
         copy.set_weights(head.get_weights())

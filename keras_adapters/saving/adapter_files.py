@@ -18,6 +18,7 @@ from keras_adapters.configuration.adapter_config import AdapterConfig
 from keras_adapters.configuration.adapter_fusion_config import AdapterFusionConfig
 from keras_adapters.layers.heads import ClassificationHead
 from keras_adapters.models.adapter_backbone import adapter_backbone_class
+from keras_adapters.models.adapter_encoder import keras_name
 from keras_adapters.models.freezing import find_adapter_backbone
 from keras_adapters.saving import adapterhub
 from keras_adapters.utils.atomic import atomic_path
@@ -213,10 +214,10 @@ def _adapterhub_head_files(backbone, name, tensors, head):
     """AdapterHub's head files for task `name`'s `head` (none without one)."""
     if head is None:
         return {}
-    architecture = adapter_backbone_class(backbone).architecture.name
+    architecture = adapter_backbone_class(backbone).architecture
     head_config, head_tensors = adapterhub.adapterhub_head(
         head, {key: value for key, value in tensors.items() if key.startswith("head/")},
-        name, backbone.hidden_dim, architecture)
+        name, backbone.hidden_dim, architecture.name, has_pooler=architecture.pooler is not None)
     return {adapterhub.HEAD_CONFIG_FILE: head_config,
             adapterhub.HEAD_WEIGHTS_FILES[0]: head_tensors}
 
@@ -346,7 +347,7 @@ def _fill(model, name, head, tensors, config_path, targets_of, remove):
     try:
         if heads is not None and head is not None:
             head_config = dict(head, config=dict(head["config"]))
-            head_config["config"]["name"] = f"head_{name}".replace(",", ".")
+            head_config["config"]["name"] = keras_name("head", name)
             model.add_head(name, keras.saving.deserialize_keras_object(head_config))
         targets = targets_of(model, name)
         if set(targets) != set(tensors):

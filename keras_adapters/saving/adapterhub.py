@@ -101,6 +101,7 @@ class AdapterHubNames(NamedTuple):
     model_class: str  # Its `*AdapterModel`.
     layers: str  # The transformer layers' module path.
     locations: dict  # AdapterHub's `BottleneckLayer` -> our adapter slot.
+    pooler: bool = True  # Whether its base model has a pooler (`use_pooler` heads).
 
 
 BERT_LOCATIONS = {"attention.output": "attention_adapter", "output": "feedforward_adapter"}
@@ -112,10 +113,11 @@ ARCHITECTURES = {
     "xlm_roberta": AdapterHubNames("xlm-roberta", "XLMRobertaAdapterModel",
                                    "roberta.encoder.layer", BERT_LOCATIONS),
     "electra": AdapterHubNames("electra", "ElectraAdapterModel", "electra.encoder.layer",
-                               BERT_LOCATIONS),
+                               BERT_LOCATIONS, pooler=False),
     "distil_bert": AdapterHubNames(
         "distilbert", "DistilBertAdapterModel", "distilbert.transformer.layer",
-        {"attention_adapters": "attention_adapter", "output_adapters": "feedforward_adapter"}),
+        {"attention_adapters": "attention_adapter", "output_adapters": "feedforward_adapter"},
+        pooler=False),
 }
 # Every location name, for reading (a key names its architecture by its prefix alone).
 LOCATIONS = {location: slot for names in ARCHITECTURES.values()
@@ -511,8 +513,12 @@ def head_tensors(tensors, name, layers, path):
     return renamed
 
 
-def adapterhub_head(head, tensors, name, hidden_dim, architecture):
+def adapterhub_head(head, tensors, name, hidden_dim, architecture, has_pooler=True):
     """AdapterHub's `(head_config.json dict, head tensors)` for a `ClassificationHead`.
+
+    On an architecture without a pooler here (RoBERTa, XLM-R, DistilBERT),
+    our `pooled_output` is the first token's state, which AdapterHub reads
+    with `use_pooler=False`; it is written so.
 
     Args:
         head: the `ClassificationHead`.
@@ -520,9 +526,12 @@ def adapterhub_head(head, tensors, name, hidden_dim, architecture):
         name: str, the task.
         hidden_dim: int, the backbone's hidden size.
         architecture: str, `Architecture.name`, a key of `ARCHITECTURES`.
+        has_pooler: bool, whether the architecture has a pooler (`Architecture.pooler`).
 
     Raises:
-        ValueError: for another kind of head, or an activation AdapterHub lacks.
+        ValueError: for another kind of head, an activation AdapterHub lacks,
+            or a head on keras-hub's pooler where AdapterHub's model has
+            none (ELECTRA).
     """
     if type(head) is not ClassificationHead:
         raise ValueError(f"Task {name!r} has a {type(head).__name__}; only a "
@@ -531,12 +540,17 @@ def adapterhub_head(head, tensors, name, hidden_dim, architecture):
         raise ValueError(f"Task {name!r}'s head has activation {head.activation!r}, which "
                          f"AdapterHub lacks; expected one of {sorted(NON_LINEARITIES)}.")
     names = ARCHITECTURES[architecture]
+    use_pooler = head.use_pooler and has_pooler
+    if use_pooler and not names.pooler:
+        raise ValueError(f"Task {name!r}'s head reads keras-hub's pooler, which AdapterHub's "
+                         f"{names.model_class} lacks; use ClassificationHead(use_pooler=False).")
     config = {
         "config": {
             "head_type": "classification", "num_labels": head.num_classes,
             "layers": head.layers, "activation_function": NON_LINEARITIES[head.activation],
             "label2id": {f"LABEL_{i}": i for i in range(head.num_classes)},
-            "use_pooler": head.use_pooler, "bias": True, "dropout_prob": head.dropout,
+            "use_pooler": use_pooler, "bias": True,
+            "dropout_prob": head.dropout,
         },
         "hidden_size": hidden_dim, "model_class": names.model_class, "model_name": "",
         "model_type": names.model_type, "name": name, "version": VERSION,
