@@ -66,6 +66,7 @@ flags.DEFINE_list("targets", ["rte", "mrpc", "stsb"], "Fusion target tasks.")
 flags.DEFINE_float("fusion_learning_rate", 2e-4, "Peak learning rate of fusion training.")
 flags.DEFINE_integer("keep", 2, "Adapters a pruned fusion keeps.")
 flags.DEFINE_integer("retrain_epochs", 1, "Fusion training epochs after pruning.")
+flags.DEFINE_integer("retrain_examples", None, "Retrain on the first N training examples only.")
 flags.DEFINE_integer("repeats", 5, "Timing rounds.")
 flags.DEFINE_string("results", "bench/results/fusion_glue.json", "Summary JSON.")
 flags.DEFINE_string("plot", "bench/results/fusion_attention.png", "Attention heat maps (PNG).")
@@ -128,12 +129,16 @@ def _models(task):
     return backbone, single, fused, fusion, tokenizer
 
 
+def _inference(model):
+    return tf.function(lambda features: model(features, training=False))
+
+
 def _timed(arms, features):
     """Median seconds per batch of each arm `(model, active, drop_first_n)`, alternating."""
     functions = {}
     for name, (model, backbone, active, n) in arms.items():
         backbone.set_active_adapters(active)  # Read when traced.
-        function = tf.function(lambda x, model=model: model(x, training=False))
+        function = _inference(model)
         functions[name] = function.get_concrete_function(
             {key: tf.TensorSpec(value.shape, value.dtype) for key, value in features.items()})
         backbone.set_drop_first_n(n)
@@ -152,6 +157,7 @@ def _timed(arms, features):
 def _retrain(model, backbone, fusion, task, preprocessor):
     """`--retrain_epochs` of fusion training of `fusion` (and the head) on the train set."""
     train = glue.load_examples(task, "train", FLAGS.data_dir)
+    train = train.head(FLAGS.retrain_examples) if FLAGS.retrain_examples else train
     dataset = make_dataset(preprocessor, train.text_a, train.text_b, train.labels, 32,
                            training=True, seed=0)
     backbone.set_active_adapters(fusion)

@@ -16,11 +16,13 @@ from keras_adapters import (
     AdapterModel,
     FusionAttention,
     add_adapters,
+    from_pretrained,
     fusion_attention,
     load_adapter,
     load_adapter_fusion,
     save_adapter,
     save_adapter_fusion,
+    text_classifier,
 )
 from keras_adapters.data.pipeline import make_preprocessor, tokenize
 from keras_adapters.serving.export import export_text_classifier
@@ -166,6 +168,26 @@ def test_drop_first_n_runs_the_lowest_layers_without_fusion():
     model.backbone.set_drop_first_n(1)
     model.train_adapter_fusion("a,b,c")
     assert not any(w.path.startswith("transformer_layer_0/") for w in model.trainable_weights)
+
+
+def test_a_compiled_fusion_runs_after_a_call_that_dropped_it():
+    # Regression: in a `cond` branch holding a fusion and the adds around it, TensorFlow's
+    # graph optimizer put a temporary variable, which a call that skipped the branch
+    # created and never freed; the next call taking the branch failed (AlreadyExistsError).
+    # It showed on MiniLM with Houlsby adapters at batch 32 and length 128, not smaller.
+    backbone = add_adapters(from_pretrained()[0], _config("double_seq_bn"), name="a")
+    backbone.add_adapter("b", _config("double_seq_bn"))
+    backbone.add_adapter_fusion(["a", "b"], set_active=True)
+    model = text_classifier(backbone, 2)
+    inputs = {key: np.tile(value, (8, 19))[:, :128] for key, value in _inputs().items()}
+    traced = tf.function(lambda features: model(features, training=False)).get_concrete_function(
+        {key: tf.TensorSpec(value.shape, value.dtype) for key, value in inputs.items()})
+    logits = {}
+    for n in (1, 0, 0):
+        backbone.set_drop_first_n(n)
+        logits[n] = np.asarray(traced(inputs))
+        np.testing.assert_allclose(logits[n], np.asarray(model(inputs)), rtol=0, atol=1e-5)
+    assert np.abs(logits[1] - logits[0]).max() > 1e-6
 
 
 def _dominant_fusion(model, favourite, score):

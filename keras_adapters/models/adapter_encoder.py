@@ -217,6 +217,12 @@ class _AdaptedLayerNorm(_Routed):
         if not part.reads_sublayer_input:
             return _gated(gate, lambda: part.layer_norm(inputs), lambda: self.pretrained(inputs))
         h, x = part.handover.pop("h"), inputs  # The dropout wrapper passed zeros on.
+        if isinstance(part, _FusionPart) and part.config.original_ln_after:
+            # LN(c + x) or, dropped, LN(h + x): only c or h is gated. Inside the `cond`,
+            # TensorFlow's graph optimizer turns the adds c = s + r, c + x into a sum
+            # through a temporary variable, which an untaken branch creates and never
+            # frees (the next call that takes it fails with AlreadyExistsError).
+            return self.pretrained(_gated(gate, lambda: part.fused(h, x), lambda: h) + x)
         return _gated(gate, lambda: part.output(h, x), lambda: self.pretrained(h + x))
 
 
@@ -271,7 +277,7 @@ class _FusionPart:
 
     def __init__(self, layer_fusion, layer_adapters, slot, layer_norm, attention_sink):
         self.adapter = getattr(layer_fusion, f"{slot}_fusion")  # None: the slot is not fused.
-        self.fused = [getattr(part, f"{slot}_adapter") for part in layer_adapters]
+        self.adapters = [getattr(part, f"{slot}_adapter") for part in layer_adapters]
         self.config = layer_adapters[-1].config
         self.query_before_ln = layer_fusion.fusion_config["query_before_ln"]
         self.layer_norm = layer_norm
@@ -279,14 +285,19 @@ class _FusionPart:
         self.attention_sink = attention_sink
         self.handover = {}
 
-    def output(self, h, x):
-        """`LN(c + x)`, c the fusion of the adapters' `bottleneck_up(z)` (or c)."""
+    def fused(self, h, x):
+        """c, the fusion of the adapters' `bottleneck_up(z)` plus the residual."""
         inputs, residual = _pre_forward(self.config, self.layer_norm, h, x)
         query = h if self.query_before_ln else inputs
-        ups = ops.stack([adapter.bottleneck_up(inputs) for adapter in self.fused], axis=2)
+        ups = ops.stack([adapter.bottleneck_up(inputs) for adapter in self.adapters], axis=2)
         fused, weights = self.adapter(query, ups, residual)
         if self.attention_sink is not None:
             self.attention_sink[self.slot] = weights
+        return fused
+
+    def output(self, h, x):
+        """`LN(c + x)`, or c without `original_ln_after`."""
+        fused = self.fused(h, x)
         return self.layer_norm(fused + x) if self.config.original_ln_after else fused
 
 

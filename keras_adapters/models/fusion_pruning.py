@@ -138,7 +138,8 @@ def prune_adapter_fusion(model, name, keep, dataset=None, attention=None, per_la
             layer (the fusion then fuses different adapters in different
             layers) instead of those most attended over all layers.
             Defaults to False.
-        new_name: str or None. Defaults to the kept adapters joined by ','.
+        new_name: str or None. Defaults to the kept adapters joined by ','
+            (one adapter `a` kept: `a_fusion`).
 
     Returns:
         str, the new fusion's name. It is not made active.
@@ -163,8 +164,11 @@ def prune_adapter_fusion(model, name, keep, dataset=None, attention=None, per_la
             raise ValueError("Give a dataset to measure the fusion's attention on, or attention.")
         attention = fusion_attention(model, name, dataset)
     kept = attention.top(keep, per_layer=per_layer)
-    if new_name is None and per_layer:
-        new_name = ",".join(a for a in adapters if any(a in names for names in kept.values()))
+    if new_name is None:
+        names = kept.values() if per_layer else [kept]
+        new_name = ",".join(a for a in adapters if any(a in layer for layer in names))
+        if new_name in backbone.adapter_configs:  # One adapter kept: its name is taken.
+            new_name += "_fusion"
     new_name = backbone.add_adapter_fusion(kept, backbone.fusion_configs[name]["config"],
                                            name=new_name)
     old_layers = backbone.layer_fusions(name)
