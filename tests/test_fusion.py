@@ -186,8 +186,8 @@ def test_a_compiled_fusion_runs_after_a_call_that_dropped_it():
     for n in (1, 0, 0):
         backbone.set_drop_first_n(n)
         logits[n] = np.asarray(traced(inputs))
-        np.testing.assert_allclose(logits[n], np.asarray(model(inputs)), rtol=0, atol=1e-5)
-    assert np.abs(logits[1] - logits[0]).max() > 1e-6
+        np.testing.assert_allclose(logits[n], np.asarray(model(inputs)), rtol=0, atol=1e-4)
+    assert np.abs(logits[1] - logits[0]).max() > 1e-3
 
 
 def _dominant_fusion(model, favourite, score):

@@ -87,7 +87,7 @@ def test_bad_names_raise(backbone):
     adapted = add_adapters(backbone, AdapterConfig(adapter_size=4), name="a")
     with pytest.raises(ValueError, match="already exists"):
         adapted.add_adapter("a")
-    with pytest.raises(ValueError, match="No adapter named 'x'"):
+    with pytest.raises(ValueError, match="No adapter or AdapterFusion named 'x'"):
         adapted.set_active_adapters("x")
     with pytest.raises(ValueError, match="Adapter names"):
         adapted.add_adapter("a/b")
