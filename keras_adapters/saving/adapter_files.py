@@ -391,8 +391,8 @@ def save_adapter_fusion(model, directory, name, format="keras_adapters"):
     With `format="adapterhub"`, writes AdapterHub's
     `adapter_fusion_config.json` and `model_adapter_fusion.safetensors`
     (and the head as `save_adapter` does), which `adapters` 1.3.0 loads
-    with `model.load_adapter_fusion(directory, use_safetensors=True)` (and
-    `load_head`) once the fused adapters are loaded.
+    with `model.load_adapter_fusion(directory, use_safetensors=True)`, head
+    included, once the fused adapters are loaded.
 
     Args:
         model: an `AdapterModel`, or any model holding an `AdapterBackbone`.
@@ -467,7 +467,8 @@ def load_adapter_fusion(model, directory, load_as=None):
     Args:
         model: an `AdapterModel` (its head is restored too), or any model
             holding an `AdapterBackbone`.
-        directory: str, the folder.
+        directory: str, the folder, or the Hugging Face Hub id of an
+            AdapterHub fusion (with `huggingface_hub` installed and a network).
         load_as: str or None, the name to give it; defaults to the saved one.
 
     Returns:
@@ -489,6 +490,7 @@ def load_adapter_fusion(model, directory, load_as=None):
     ```
     """
     backbone = find_adapter_backbone(model)
+    directory = adapterhub.local_folder(directory)
     read = (_read_adapterhub_fusion if adapterhub.is_adapterhub_fusion_folder(directory)
             else _read_own_fusion)
     config_path, saved_name, adapters, config, head, tensors = read(directory, backbone)
