@@ -123,6 +123,11 @@ ARCHITECTURES = {
 LOCATIONS = {location: slot for names in ARCHITECTURES.values()
              for location, slot in names.locations.items()}
 
+# The start of an AdapterHub weight key, any architecture (a key names its
+# architecture by its prefix alone): `<prefix>.encoder.layer.<i>.<location>`.
+LAYER_KEY = (rf"^(?:\w+\.)?(?:encoder|transformer)\.layer\.(\d+)\."
+             rf"({'|'.join(map(re.escape, LOCATIONS))})")
+
 # Our weight key (`adapter_files` layout) for each part of an AdapterHub key.
 LINEAR = {"weight": "kernel", "bias": "bias"}
 LAYER_NORM = {"weight": "gamma", "bias": "beta"}
@@ -279,10 +284,8 @@ def adapter_tensors(tensors, name, path, ln_before):
     modules = _modules(ln_before)
     tensors = {_renamed_legacy(key): value for key, value in tensors.items()}
     key = re.compile(
-        rf"^(?:\w+\.)?(?:encoder|transformer)\.layer\.(\d+)\."
-        rf"({'|'.join(map(re.escape, LOCATIONS))})"
-        rf"\.adapters\.{re.escape(name)}\.(?:(scaling)|({'|'.join(map(re.escape, modules))})"
-        rf"\.(weight|bias))$")
+        rf"{LAYER_KEY}\.adapters\.{re.escape(name)}\."
+        rf"(?:(scaling)|({'|'.join(map(re.escape, modules))})\.(weight|bias))$")
     renamed = {}
     for saved_key, value in tensors.items():
         match = key.match(saved_key)
@@ -610,10 +613,8 @@ def read_fusion(directory, hidden_dim):
         raise ValueError(f"{path}: field 'config': {error}") from error
     name, adapters = saved["name"], saved["adapter_names"]
     file, tensors = read_tensors(directory, *FUSION_WEIGHTS_FILES)
-    key = re.compile(
-        rf"^(?:\w+\.)?(?:encoder|transformer)\.layer\.(\d+)\."
-        rf"({'|'.join(map(re.escape, LOCATIONS))})\.adapter_fusion_layer\.{re.escape(name)}"
-        rf"\.({'|'.join(FUSION_MODULES)})\.(weight|bias)$")
+    key = re.compile(rf"{LAYER_KEY}\.adapter_fusion_layer\.{re.escape(name)}"
+                     rf"\.({'|'.join(FUSION_MODULES)})\.(weight|bias)$")
     renamed = {}
     for saved_key, value in tensors.items():
         match = key.match(saved_key)
