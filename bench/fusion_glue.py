@@ -107,6 +107,8 @@ def train_fusions():
 
 
 def _score(task, model, dataset, labels):
+    """The dev metrics of `model` with the backbone's active adapter or fusion now."""
+    model.predict_function = None  # Keras keeps the one traced with the adapter active then.
     outputs = model.predict(dataset, verbose=0)[: len(labels)]
     scores = metrics.compute_metrics(task.name, labels,
                                      metrics.predictions_from_outputs(task, outputs))
