@@ -217,13 +217,14 @@ def evaluate(target):
 
 
 def plot(results):
-    figure = Figure(figsize=(4.2 * len(results), 3.6))
+    figure = Figure(figsize=(4.2 * len(results) + 1.0, 3.6))
     for index, result in enumerate(results):
         axes = figure.add_subplot(1, len(results), index + 1)
         weights = np.array(result["attention_per_layer"])
         image = axes.imshow(weights, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         axes.set_xticks(range(len(result["fused_adapters"])), result["fused_adapters"])
-        axes.set_yticks(range(len(weights)), [f"layer {i}" for i in range(len(weights))])
+        axes.set_yticks(range(len(weights)),
+                        [f"layer {i}" for i in range(len(weights))] if index == 0 else [])
         axes.set_title(f"fusion for {result['task']}: mean attention")
         for (row, column), value in np.ndenumerate(weights):
             axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
