@@ -352,6 +352,10 @@ class AdapterBackbone:
                 + (f" and AdapterFusions {self.fusion_names}." if fusions else ".")
             )
 
+    def _check_fusion(self, name):
+        if name not in self.fusion_configs:
+            raise ValueError(f"No AdapterFusion named {name!r}; there are {self.fusion_names}.")
+
     def add_adapter(self, name, config=None, set_active=False):
         """Add a new adapter to every layer not in `config.leave_out`.
 
@@ -485,8 +489,7 @@ class AdapterBackbone:
         Raises:
             ValueError: if there is no such fusion.
         """
-        if name not in self.fusion_configs:
-            raise ValueError(f"No AdapterFusion named {name!r}; there are {self.fusion_names}.")
+        self._check_fusion(name)
         for layer in self.transformer_layers:
             if name in layer.fusion_configs:
                 layer.remove_fusion(name)
@@ -496,8 +499,7 @@ class AdapterBackbone:
 
     def layer_fusions(self, name):
         """`{layer index: LayerFusion}`: AdapterFusion `name`'s part in each layer it is in."""
-        if name not in self.fusion_configs:
-            raise ValueError(f"No AdapterFusion named {name!r}; there are {self.fusion_names}.")
+        self._check_fusion(name)
         return {index: layer.named_fusions[name]
                 for index, layer in enumerate(self.transformer_layers)
                 if name in layer.named_fusions}

@@ -128,13 +128,16 @@ def _relative(weight, owner):
     return weight.path[weight.path.index(marker) + len(marker):]
 
 
-def _adapter_tensors(model, name):
-    backbone = find_adapter_backbone(model)
-    tensors = {}
-    for index, part in backbone.layer_adapters(name).items():
-        for weight in part.weights:
-            tensors[f"layer_{index}/{_relative(weight, part)}"] = weight
+def _task_tensors(model, name, parts):
+    """`{key: weight}` of task `name`: its `{layer index: part}` (`LayerAdapter`s or
+    `LayerFusion`s) as `layer_<i>/<path>` and its head (if any) as `head/<path>`."""
+    tensors = {f"layer_{index}/{_relative(weight, part)}": weight
+               for index, part in parts.items() for weight in part.weights}
     return {**tensors, **_head_tensors(model, name)}
+
+
+def _adapter_tensors(model, name):
+    return _task_tensors(model, name, find_adapter_backbone(model).layer_adapters(name))
 
 
 def _head_tensors(model, name):
@@ -234,23 +237,29 @@ def _write_folder(directory, files):
                 safetensors.numpy.save_file(content, os.path.join(temporary, file))
 
 
-def _read_adapter(directory):
-    config_path = os.path.join(directory, CONFIG_FILE)
+def _read_folder(directory, config_file, weights_file, expected_format):
+    """`(config path, config dict, tensors)` of a folder this module wrote.
+
+    Raises:
+        ValueError: naming the file, if its `format` field is not `expected_format`.
+    """
+    config_path = os.path.join(directory, config_file)
     with open(config_path, encoding="utf-8") as f:
         config = json.load(f)
-    if config.get("format") != ADAPTER_FORMAT:
+    if config.get("format") != expected_format:
         raise ValueError(
             f"{config_path}: field 'format' is {config.get('format')!r}, "
-            f"expected {ADAPTER_FORMAT!r}."
+            f"expected {expected_format!r}."
         )
-    with safetensors.safe_open(os.path.join(directory, WEIGHTS_FILE), framework="numpy") as f:
+    with safetensors.safe_open(os.path.join(directory, weights_file), framework="numpy") as f:
         tensors = {key: f.get_tensor(key) for key in f.keys()}
     return config_path, config, tensors
 
 
 def _read_own_adapter(directory, backbone):
     """A `save_adapter` folder as `(config_path, name, AdapterConfig, head config, tensors)`."""
-    config_path, config, tensors = _read_adapter(directory)
+    config_path, config, tensors = _read_folder(directory, CONFIG_FILE, WEIGHTS_FILE,
+                                                ADAPTER_FORMAT)
     _check_identity(config_path, config, backbone)
     return (config_path, config["name"], AdapterConfig.from_dict(config["adapter_config"]),
             config["head"], tensors)
@@ -370,12 +379,7 @@ FUSION_WEIGHTS_FILE = "adapter_fusion_weights.safetensors"
 
 
 def _fusion_tensors(model, name):
-    backbone = find_adapter_backbone(model)
-    tensors = {}
-    for index, part in backbone.layer_fusions(name).items():
-        for weight in part.weights:
-            tensors[f"layer_{index}/{_relative(weight, part)}"] = weight
-    return {**tensors, **_head_tensors(model, name)}
+    return _task_tensors(model, name, find_adapter_backbone(model).layer_fusions(name))
 
 
 def save_adapter_fusion(model, directory, name, format="keras_adapters"):
@@ -434,16 +438,9 @@ def save_adapter_fusion(model, directory, name, format="keras_adapters"):
 
 
 def _read_own_fusion(directory, backbone):
-    config_path = os.path.join(directory, FUSION_CONFIG_FILE)
-    with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
-    if config.get("format") != FUSION_FORMAT:
-        raise ValueError(f"{config_path}: field 'format' is {config.get('format')!r}, "
-                         f"expected {FUSION_FORMAT!r}.")
+    config_path, config, tensors = _read_folder(directory, FUSION_CONFIG_FILE,
+                                                FUSION_WEIGHTS_FILE, FUSION_FORMAT)
     _check_identity(config_path, config, backbone)
-    with safetensors.safe_open(os.path.join(directory, FUSION_WEIGHTS_FILE),
-                               framework="numpy") as f:
-        tensors = {key: f.get_tensor(key) for key in f.keys()}
     return (config_path, config["name"], config["adapters"],
             AdapterFusionConfig.load(config["config"]), config["head"], tensors)
 

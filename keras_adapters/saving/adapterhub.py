@@ -177,13 +177,25 @@ def local_folder(directory):
                                 f"Hugging Face Hub failed: {error}") from error
 
 
-def is_adapterhub_folder(directory):
-    """Whether `directory` holds an AdapterHub `adapter_config.json` (with a `"config"` field)."""
-    path = os.path.join(directory, CONFIG_FILE)
+def _names(architecture):
+    """`ARCHITECTURES[architecture]`; ValueError for an architecture not written yet."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"AdapterHub has no {architecture!r} backbone; it is written for "
+                         f"{sorted(ARCHITECTURES)}.")
+    return ARCHITECTURES[architecture]
+
+
+def _json_has(path, field):
+    """Whether JSON file `path` exists and holds top-level `field`."""
     if not os.path.exists(path):
         return False
     with open(path, encoding="utf-8") as f:
-        return "config" in json.load(f)
+        return field in json.load(f)
+
+
+def is_adapterhub_folder(directory):
+    """Whether `directory` holds an AdapterHub `adapter_config.json` (with a `"config"` field)."""
+    return _json_has(os.path.join(directory, CONFIG_FILE), "config")
 
 
 def _field_error(path, field, value, why):
@@ -348,9 +360,7 @@ def adapterhub_config(config, name, hidden_dim, architecture):
             AdapterHub's use the pretrained ones), an activation AdapterHub
             lacks, or an architecture not written yet.
     """
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"AdapterHub has no {architecture!r} backbone; it is written for "
-                         f"{sorted(ARCHITECTURES)}.")
+    names = _names(architecture)
     if config["train_layer_norms"]:
         raise ValueError(
             f"Adapter {name!r} has train_layer_norms=True: it trains its own copies of the "
@@ -359,7 +369,6 @@ def adapterhub_config(config, name, hidden_dim, architecture):
     if config["activation"] not in NON_LINEARITIES:
         raise ValueError(f"Adapter {name!r} has activation {config['activation']!r}, which "
                          f"AdapterHub lacks; expected one of {sorted(NON_LINEARITIES)}.")
-    names = ARCHITECTURES[architecture]
     config = AdapterConfig.from_dict(config)
     factors = config.reduction_factor
     if factors is None:  # AdapterHub has no size field: the factor that gives each size.
@@ -576,11 +585,7 @@ FUSION_MODULES = ("query", "key", "value")
 
 def is_adapterhub_fusion_folder(directory):
     """Whether `directory` holds AdapterHub's `adapter_fusion_config.json` (with `"adapter_names"`)."""
-    path = os.path.join(directory, FUSION_CONFIG_FILE)
-    if not os.path.exists(path):
-        return False
-    with open(path, encoding="utf-8") as f:
-        return "adapter_names" in json.load(f)
+    return _json_has(os.path.join(directory, FUSION_CONFIG_FILE), "adapter_names")
 
 
 def _fusion_slot(location):
@@ -642,13 +647,10 @@ def adapterhub_fusion(fusion, tensors, name, hidden_dim, architecture):
         ValueError: for a fusion pruned per layer (AdapterHub fuses the same
             adapters in every layer), or an architecture not written.
     """
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"AdapterHub has no {architecture!r} backbone; it is written for "
-                         f"{sorted(ARCHITECTURES)}.")
+    names = _names(architecture)
     if isinstance(fusion["adapters"], dict):
         raise ValueError(f"AdapterFusion {name!r} fuses different adapters in different layers "
                          "(pruned per layer), which AdapterHub's format cannot hold.")
-    names = ARCHITECTURES[architecture]
     config = {"config": dict(fusion["config"]), "adapter_names": list(fusion["adapters"]),
               "hidden_size": hidden_dim, "model_class": names.model_class, "model_name": "",
               "model_type": names.model_type, "name": name, "version": VERSION}
