@@ -446,6 +446,13 @@ class AdapterBackbone:
                 an adapter or fusion (a one-adapter fusion needs its own
                 `name`); adapters in different slots (AdapterHub raises too)
                 or parallel ones (`is_parallel`); or a bad `config`.
+
+        Example:
+
+        ```python
+        name = backbone.add_adapter_fusion(["sst2", "mrpc"], config="static")  # "sst2,mrpc"
+        backbone.set_active_adapters(name)
+        ```
         """
         if isinstance(adapters, str):
             adapters = adapters.split(",")

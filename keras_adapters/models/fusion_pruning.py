@@ -79,6 +79,13 @@ def fusion_attention(model, name, dataset):
 
     Raises:
         ValueError: if there is no such fusion, or `dataset` is empty.
+
+    Example:
+
+    ```python
+    attention = keras_adapters.fusion_attention(model, "cola,sst2,mrpc", dev_batches)
+    attention.per_layer.shape  # (num_layers, 3)
+    ```
     """
     backbone = find_adapter_backbone(model)
     adapters = backbone.fused_adapters(name)
