@@ -36,16 +36,12 @@ from keras_adapters.data.pipeline import (
 )
 from keras_adapters.models.classifiers import text_classifier
 from keras_adapters.models.fusion_pruning import fusion_attention
-from keras_adapters.saving.adapter_files import (
-    save_adapter,
-    save_adapter_fusion,
-    save_adapter_weights,
-)
+from keras_adapters.saving.adapter_files import save_adapter, save_adapter_fusion
 from keras_adapters.serving.export import export_text_classifier
 from keras_adapters.tasks.glue import data as glue
 from keras_adapters.tasks.glue import metrics
 from keras_adapters.training import cli, distribute
-from keras_adapters.training.callbacks import KeepBest
+from keras_adapters.training.callbacks import KeepBest, StepTimes
 from keras_adapters.utils.atomic import write_json
 
 FLAGS = flags.FLAGS
@@ -61,6 +57,11 @@ flags.DEFINE_float("classifier_dropout", None,
                    "Dropout before the logits. Default: the architecture's classifier default "
                    "(BERT 0.1, RoBERTa 0.0, DistilBERT 0.2, ELECTRA 0.1).")
 flags.DEFINE_integer("max_eval_examples", None, "Use only the first N examples of each dev split.")
+flags.DEFINE_list("eval_drop_first_n", [],
+                  "After training, also score the dev sets of the exported weights with the "
+                  "adapters of the lowest n layers dropped, for each n listed (e.g. 0,1,2,3: "
+                  "AdapterDrop's inference trade-off, Rücklé et al., 2021, Fig. 2); into "
+                  "eval_results.json's \"adapter_drop\". --tuning=adapters or fusion.")
 
 
 class GlueEvaluation(keras.callbacks.Callback):
@@ -131,6 +132,36 @@ def build_classifier(task, steps_hint):
     return model, backbone, tokenizer, steps_per_epoch
 
 
+def score_dropped(evaluation, backbone):
+    """`{n: {split: metrics}}` for each n in `--eval_drop_first_n`: the dev
+    scores with no adapters in the lowest n layers. Leaves n as it was."""
+    trained_depth = backbone.drop_first_n
+    scores = {}
+    for n in eval_depths():
+        backbone.set_drop_first_n(n)  # Read by the compiled predict step when it runs.
+        scores[str(n)] = dict(evaluation.evaluate())
+    backbone.set_drop_first_n(trained_depth)
+    return scores
+
+
+def eval_depths():
+    """`--eval_drop_first_n` as ints.
+
+    Raises:
+        flags.ValidationError: for an entry that is not an integer >= 0, or
+            without --tuning=adapters or fusion.
+    """
+    if FLAGS.eval_drop_first_n and FLAGS.tuning not in ("adapters", "fusion"):
+        raise flags.ValidationError("--eval_drop_first_n needs --tuning=adapters or fusion.")
+    depths = []
+    for entry in FLAGS.eval_drop_first_n:
+        if not entry.isdigit():
+            raise flags.ValidationError(
+                f"--eval_drop_first_n takes integers >= 0, separated by commas; got {entry!r}.")
+        depths.append(int(entry))
+    return depths
+
+
 def train_and_evaluate(strategy):
     """The whole run; returns the final dev metrics per split."""
     task = glue.get_task(FLAGS.task)
@@ -147,17 +178,20 @@ def train_and_evaluate(strategy):
     })
     best = KeepBest(cli.output_path("best"),
                     monitor=f"{task.dev_splits[0]}_{metrics.primary_metric(task)}")
+    step_times = StepTimes()
     start = time.time()
     cli.fit(model, train_epochs(preprocessor, train, static_shapes), steps_per_epoch,
-            backbone, callbacks=[evaluation], chief_callbacks=[best],
+            backbone, callbacks=[step_times, evaluation], chief_callbacks=[best],
             run_config={"task": task.name, "data_source": FLAGS.data_source,
                         "max_train_examples": FLAGS.max_train_examples,
                         "classifier_dropout": FLAGS.classifier_dropout})
     train_seconds = time.time() - start
-    if not evaluation.results:  # Resumed after the last epoch's backup.
+    if not evaluation.results:  # Resumed after the last epoch's backup: fit ran no step.
+        evaluation.set_model(model)
         evaluation.evaluate()
     if not distribute.is_chief(strategy):
         return evaluation.results
+    last_epoch = dict(evaluation.results)
     exported = cli.load_weights_to_export(model, best)
     write_json(cli.output_path("eval_results.json"), {
         "task": task.name,
@@ -165,12 +199,15 @@ def train_and_evaluate(strategy):
         "init_from": FLAGS.init_from,
         "train_examples": len(train),
         "train_seconds": round(train_seconds, 1),
-        **evaluation.results,  # "dev" (MNLI: "dev_matched", "dev_mismatched"): the last epoch.
+        "train_step_seconds": step_times.summary(),
+        "parameters": cli.parameter_counts(model),
+        **last_epoch,  # "dev" (MNLI: "dev_matched", "dev_mismatched"): the last epoch.
         "best": best.best(),
         "exported": exported,
+        **({"adapter_drop": score_dropped(evaluation, backbone)}
+           if FLAGS.eval_drop_first_n else {}),
     })
-    if FLAGS.tuning != "full":
-        save_adapter_weights(model, cli.output_path("adapter_weights.safetensors"))
+    cli.save_tuned_weights(model, backbone)
     if FLAGS.tuning == "adapters":
         save_adapter(model, cli.output_path("adapter"), backbone.active_adapter)
     if FLAGS.tuning == "fusion":
@@ -195,6 +232,7 @@ def main(argv):
         raise flags.ValidationError(
             f"--classifier_dropout must be in [0, 1); got {FLAGS.classifier_dropout}.")
     glue.get_task(FLAGS.task)
+    eval_depths()
     if FLAGS.data_source == "tsv" and not FLAGS.data_dir:
         raise flags.ValidationError("--data_source=tsv needs --data_dir.")
     results = train_and_evaluate(cli.start_run())

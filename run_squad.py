@@ -22,7 +22,6 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from keras_adapters.saving.adapter_files import save_adapter_weights
 from keras_adapters.serving import question_answering as squad_serving
 from keras_adapters.tasks.squad import data as squad
 from keras_adapters.tasks.squad import postprocessing as squad_postprocessing
@@ -212,8 +211,7 @@ def main(argv):
     if FLAGS.mode == "train_and_predict":
         results["best"] = best.best()
         results["exported"] = cli.load_weights_to_export(model, best)
-        if FLAGS.tuning != "full":
-            save_adapter_weights(model, cli.output_path("adapter_weights.safetensors"))
+        cli.save_tuned_weights(model, backbone)
     write_json(cli.output_path("eval_results.json"), results)
     squad_serving.export_question_answerer(
         model, tokenizer, FLAGS.export_dir or cli.output_path("saved_model"),

@@ -7,7 +7,9 @@ weights), the evaluation, `KeepBest`, `EpochWeights`, then `resume.Backup`.
 import json
 import math
 import os
+import statistics
 import sys
+import time
 
 import keras
 from absl import logging
@@ -35,6 +37,34 @@ class StopOnNaN(keras.callbacks.Callback):
                 "this epoch). Stopped before saving these weights; the last backup and "
                 "checkpoints are from before it. Try a lower --learning_rate."
             )
+
+
+class StepTimes(keras.callbacks.Callback):
+    """Wall-clock seconds of each training step this process runs.
+
+    A step is `on_train_batch_begin` to `on_train_batch_end`: the compiled
+    train function's call on one batch (tracing included, the first time a
+    batch shape is seen). Put it first among the callbacks.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+        self._start = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+    def summary(self):
+        """`{"steps", "median", "mean"}` (seconds) of the steps timed so far; a
+        run resumed after its last step times none (`median` and `mean` None)."""
+        if not self.seconds:
+            return {"steps": 0, "median": None, "mean": None}
+        return {"steps": len(self.seconds), "median": round(statistics.median(self.seconds), 5),
+                "mean": round(statistics.fmean(self.seconds), 5)}
 
 
 class EpochWeights(keras.callbacks.Callback):
