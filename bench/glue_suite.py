@@ -49,6 +49,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 from absl import app, flags, logging
 
 from keras_adapters.tasks.glue import data as glue
@@ -91,8 +92,7 @@ GRID = (
     (("adapterhub",), {"mrpc": THREE, "rte": THREE}),
     (("lora_8", "lora_16"), {"mrpc": THREE, "rte": THREE}),
 )
-ADAPTERHUB_FLAGS = ("init_from", "max_train_examples", "max_eval_examples", "max_seq_length",
-                    "batch_size")
+ADAPTERHUB_FLAGS = ("init_from", "max_seq_length", "batch_size")  # Passed on to it.
 
 
 def planned_runs():
@@ -135,11 +135,56 @@ def command(task, arm, seed):
     common = [f"--task={task}", f"--data_dir={FLAGS.data_dir}", f"--seed={seed}",
               f"--num_epochs={EPOCHS.get(task, 3)}"]
     if arm == "adapterhub":
-        passed = [f for f in FLAGS.run_flags if f.lstrip("-").split("=")[0] in ADAPTERHUB_FLAGS]
-        return [sys.executable, os.path.join(REPO, "bench", "adapterhub_glue.py"), *common,
+        passed = [f"--{name}={value}" for name, value in run_flag_values().items()
+                  if name in ADAPTERHUB_FLAGS]
+        return [sys.executable, os.path.join(REPO, "bench", "adapterhub_glue.py"),
+                f"--seed={seed}", f"--num_epochs={EPOCHS.get(task, 3)}",
+                f"--examples={os.path.join(folder, 'examples.json')}",
                 f"--output_dir={folder}", *passed]
     return [sys.executable, os.path.join(REPO, "run_classifier.py"), *common,
             f"--model_dir={folder}", "--export_from=last", *arm_flags(arm), *FLAGS.run_flags]
+
+
+def run_flag_values():
+    """`--run_flags` as `{name: value}`."""
+    return dict(f.lstrip("-").partition("=")[::2] for f in FLAGS.run_flags)
+
+
+def limited_examples(task, split):
+    """A split's examples, cut as `--run_flags`' --max_*_examples cut them in the runs."""
+    name = "max_train_examples" if split == "train" else "max_eval_examples"
+    limit = run_flag_values().get(name)
+    examples = glue.load_examples(task, split, FLAGS.data_dir)
+    return examples.head(int(limit)) if limit else examples
+
+
+def write_examples(task, path):
+    """The AdapterHub run's input: train and dev examples as JSON."""
+    def split(name):
+        examples = limited_examples(task, name)
+        return {"text_a": list(examples.text_a),
+                "text_b": None if examples.text_b is None else list(examples.text_b),
+                "labels": examples.labels.tolist()}
+
+    write_json(path, {"task": task, "num_labels": glue.get_task(task).num_classes,
+                      "train": split("train"), "dev": split("dev")})
+
+
+def score_adapterhub(task, folder):
+    """Score an AdapterHub run's dev outputs with this library's metrics into
+    its `eval_results.json` (`run_classifier.py`'s fields)."""
+    with open(os.path.join(folder, "adapterhub_outputs.json")) as file:
+        outputs = json.load(file)
+    dev = limited_examples(task, "dev")
+    predictions = metrics.predictions_from_outputs(task, np.array(outputs["dev_outputs"]))
+    write_json(os.path.join(folder, "eval_results.json"), {
+        "task": task, "tuning": "adapterhub", "versions": outputs["versions"],
+        "train_examples": len(limited_examples(task, "train")),
+        "train_seconds": outputs["train_seconds"],
+        "train_step_seconds": outputs["train_step_seconds"],
+        "parameters": outputs["parameters"],
+        "dev": metrics.compute_metrics(task, dev.labels, predictions),
+    })
 
 
 def commit():
@@ -159,7 +204,11 @@ def train(runs):
         argv = command(task, arm, seed)
         logging.info("Run %d of %d: %s", index + 1, len(to_go), " ".join(argv))
         load, start = os.getloadavg()[0], time.time()
+        if arm == "adapterhub":
+            write_examples(task, os.path.join(folder, "examples.json"))
         result = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
+        if arm == "adapterhub" and not result.returncode:
+            score_adapterhub(task, folder)
         if result.returncode:
             with open(os.path.join(folder, "suite_error.log"), "w") as log:
                 log.write(result.stdout + result.stderr)

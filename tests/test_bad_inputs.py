@@ -161,6 +161,18 @@ CASES = {
     "AdapterDrop with full fine-tuning": (
         _flags("--tuning=full", "--drop_first_n=1"), flags.ValidationError,
         r"--drop_first_n and --robust_adapter_drop need --tuning=adapters or fusion"),
+    "AdapterDrop with LoRA": (
+        _flags("--tuning=lora", "--robust_adapter_drop"), flags.ValidationError,
+        r"--drop_first_n and --robust_adapter_drop need --tuning=adapters or fusion"),
+    "lora_rank <= 0": (
+        _flags("--tuning=lora", "--lora_rank=0"), flags.ValidationError,
+        r"--lora_rank must be > 0; got 0"),
+    "eval_drop_first_n not an integer": (
+        _flags("--eval_drop_first_n=0,x", call=lambda: run_classifier.main([])),
+        flags.ValidationError, r"--eval_drop_first_n takes integers >= 0.*got 'x'"),
+    "eval_drop_first_n with full fine-tuning": (
+        _flags("--tuning=full", "--eval_drop_first_n=1", call=lambda: run_classifier.main([])),
+        flags.ValidationError, r"--eval_drop_first_n needs --tuning=adapters or fusion"),
     "fusion without adapters": (
         _flags("--tuning=fusion"), flags.ValidationError,
         r"--tuning=fusion needs --fusion_adapters"),
