@@ -32,7 +32,7 @@ from keras_adapters.tasks.squad.span_head import (
     span_loss,
 )
 from keras_adapters.training import cli, distribute
-from keras_adapters.training.callbacks import KeepBest
+from keras_adapters.training.callbacks import KeepBest, StepTimes
 from keras_adapters.utils.atomic import write_json
 
 FLAGS = flags.FLAGS
@@ -141,7 +141,8 @@ class SquadEvaluation(keras.callbacks.Callback):
 
 
 def train(model, backbone, tokenizer, strategy, evaluation, best):
-    """Freeze (adapters), compile and fit on `--train_file`; returns seconds.
+    """Freeze (adapters), compile and fit on `--train_file`; returns the
+    seconds it took and `StepTimes.summary()`.
 
     `evaluation` scores the dev set after every epoch, and `best` (a
     `KeepBest` on dev F1) keeps the best epoch.
@@ -153,14 +154,15 @@ def train(model, backbone, tokenizer, strategy, evaluation, best):
         model.compile(optimizer=optimizer, loss=span_loss(), loss_weights=SPAN_LOSS_WEIGHTS,
                       jit_compile=FLAGS.jit_compile,
                       steps_per_execution=FLAGS.steps_per_execution)
+    step_times = StepTimes()
     start = time.time()
     cli.fit(model, lambda epoch: training_dataset(features, static_shapes, epoch),
             steps_per_epoch, backbone,
-            callbacks=[evaluation], chief_callbacks=[best],
+            callbacks=[step_times, evaluation], chief_callbacks=[best],
             run_config={"train_file": FLAGS.train_file, "doc_stride": FLAGS.doc_stride,
                         "max_query_length": FLAGS.max_query_length,
                         "max_train_examples": FLAGS.max_train_examples})
-    return time.time() - start
+    return time.time() - start, step_times.summary()
 
 
 def load_latest_checkpoint(model):
@@ -197,8 +199,10 @@ def main(argv):
     results = {"tuning": FLAGS.tuning, "init_from": FLAGS.init_from,
                "questions": len(examples), "windows": len(features)}
     if FLAGS.mode == "train_and_predict":
-        results["train_seconds"] = round(
-            train(model, backbone, tokenizer, strategy, evaluation, best), 1)
+        seconds, results["train_step_seconds"] = train(
+            model, backbone, tokenizer, strategy, evaluation, best)
+        results["train_seconds"] = round(seconds, 1)
+        results["parameters"] = cli.parameter_counts(model)
     else:
         load_latest_checkpoint(model)
     if evaluation.scores is None:  # Predict mode, or resumed after the last epoch's backup.

@@ -17,6 +17,9 @@ The default grid, on all-MiniLM-L6-v2 (6 layers, hidden 384):
   each n, and `specialised_{1,3,5}` models trained at their n.
 - keras-hub's own LoRA (`lora_8`, `lora_16`: `--tuning=lora --lora_rank=r`)
   on MRPC and RTE, 3 seeds.
+- SQuAD v1.1 (`run_squad.py`, README's recipe: 2 epochs on the first 44
+  train articles, the whole dev set from `--squad_dir`): `adapters` and
+  `full`, 1 seed; scored by exact_match and f1.
 
 Each run is a folder `<output_dir>/<task>/<arm>/seed_<seed>`. A run whose
 `eval_results.json` exists is done and skipped, so a killed suite resumes
@@ -59,6 +62,8 @@ from keras_adapters.utils.atomic import atomic_path, write_json
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", None, "Where the runs go (outside the repository).")
 flags.DEFINE_string("data_dir", "../shared/data/glue", "The GLUE folder.")
+flags.DEFINE_string("squad_dir", "../shared/data/squad",
+                    "The SQuAD v1.1 folder (dev-v1.1.json, train-v1.1-first44articles.json).")
 flags.DEFINE_list("stages", ["train", "report"], "Stages to run, in order.")
 flags.DEFINE_list("tasks", None, "Only these tasks of the grid (default: all).")
 flags.DEFINE_list("arms", None, "Only these arms of the grid (default: all).")
@@ -91,7 +96,9 @@ GRID = (
     (("adapters", "full"), {t: GLUE_SEEDS[t] for t in ("cola", "wnli", "sst2")}),
     (("adapterhub",), {"mrpc": THREE, "rte": THREE}),
     (("lora_8", "lora_16"), {"mrpc": THREE, "rte": THREE}),
+    (("adapters", "full"), {"squad": ONE}),  # run_squad.py, as README's SQuAD table.
 )
+SQUAD_FILES = ("train-v1.1-first44articles.json", "dev-v1.1.json")
 ADAPTERHUB_FLAGS = ("init_from", "max_seq_length", "batch_size")  # Passed on to it.
 
 
@@ -132,6 +139,12 @@ def arm_flags(arm):
 
 def command(task, arm, seed):
     folder = run_dir(task, arm, seed)
+    if task == "squad":  # Its own epochs (2) and sequence length (384).
+        train_file, predict_file = (os.path.join(FLAGS.squad_dir, f) for f in SQUAD_FILES)
+        return [sys.executable, os.path.join(REPO, "run_squad.py"),
+                f"--train_file={train_file}", f"--predict_file={predict_file}",
+                f"--seed={seed}", f"--model_dir={folder}", "--export_from=last",
+                *arm_flags(arm)[:1], *FLAGS.run_flags]
     common = [f"--task={task}", f"--data_dir={FLAGS.data_dir}", f"--seed={seed}",
               f"--num_epochs={EPOCHS.get(task, 3)}"]
     if arm == "adapterhub":
@@ -239,10 +252,13 @@ def read_run(task, arm, seed):
     if os.path.exists(suite_path):
         with open(suite_path) as file:
             suite = json.load(file)
-    metric = metrics.primary_metric(task)
+    if task == "squad":
+        metric, dev = "f1", {name: results[name] for name in ("exact_match", "f1")}
+    else:
+        metric, dev = metrics.primary_metric(task), results["dev"]
     return {
         "task": task, "arm": arm, "seed": seed, "dir": folder, "metric": metric,
-        "score": 100 * results["dev"][metric], "dev": results["dev"],
+        "score": 100 * dev[metric], "dev": dev,
         "adapter_drop": {int(n): 100 * scores["dev"][metric]
                          for n, scores in results.get("adapter_drop", {}).items()},
         "train_seconds": results["train_seconds"],
@@ -348,27 +364,34 @@ def _cell(s):
     return f"{s['mean']:.1f}{spread} ({s['n']})"
 
 
-def markdown(report):
-    """README-ready Markdown tables of `report`."""
-    lines = [f"Runs from commits {', '.join(report['commits'])}; scores ×100, mean ± sample "
-             "standard deviation (seeds).", ""]
+def _glue_lines(report):
+    """The GLUE table: a row per task, the mean, the trained parameters."""
     glue_arms = report["glue"]["arms"]
-    lines += ["| task (metric) | " + " | ".join(glue_arms) + " |",
-              "|---|" + "---:|" * len(glue_arms)]
+    if not report["glue"]["tasks"] or not glue_arms:
+        return []
+    lines = ["| task (metric) | " + " | ".join(glue_arms) + " |",
+             "|---|" + "---:|" * len(glue_arms)]
     for task, cells in report["glue"]["tasks"].items():
-        metric = metrics.primary_metric(task)
-        lines.append(f"| {task} ({metric}) | "
+        lines.append(f"| {task} ({metrics.primary_metric(task)}) | "
                      + " | ".join(_cell(cells.get(arm)) for arm in glue_arms) + " |")
     if report["glue"]["mean"]:
         lines.append(f"| mean ({', '.join(report['glue']['mean_over'])}) | "
                      + " | ".join(f"{report['glue']['mean'][a]:.1f}" for a in glue_arms) + " |")
-    lines.append("| trained parameters | " + " | ".join(
-        f"{report['parameters'][a]['trained']:,} ({report['parameters'][a]['percent']:.2f}%)"
-        if a in report["parameters"] else "–" for a in glue_arms) + " |")
+    parameters = report["parameters"]
+    lines.append("| trained parameters (% of full) | " + " | ".join(
+        f"{parameters[a]['trained']:,} ({parameters[a]['percent']:.2f}%)" if a in parameters
+        else "–" for a in glue_arms) + " |")
+    return lines
+
+
+def markdown(report):
+    """README-ready Markdown tables of `report`."""
+    lines = [f"Runs from commits {', '.join(report['commits'])}; scores ×100, mean ± sample "
+             "standard deviation (seeds).", "", *_glue_lines(report)]
     for title, rows in (("AdapterHub", report["adapterhub"]), ("LoRA", report["lora"])):
         if not rows:
             continue
-        lines += ["", f"{title}: | task | arm | score | train seconds per run | step seconds "
+        lines += ["", f"{title}:", "", "| task | arm | score | train seconds per run | step seconds "
                   "(median) | trained parameters |", "|---|---|---:|---:|---:|---:|"]
         for task, arms in rows.items():
             for arm, row in arms.items():
@@ -376,10 +399,18 @@ def markdown(report):
                 step = f"{row['step_seconds']:.3f}" if row["step_seconds"] else "–"
                 lines.append(f"| {task} | {arm} | {_cell(row['score'])} | {seconds} | {step} | "
                              f"{row['trained_parameters']:,} |")
+    if report["squad"]:
+        lines += ["", "SQuAD v1.1 dev:", "", "| arm | exact_match | f1 | train seconds | step seconds "
+                  "(median) | trained parameters |", "|---|---:|---:|---:|---:|---:|"]
+        for arm, row in report["squad"].items():
+            step = f"{row['step_seconds']:.3f}" if row["step_seconds"] else "–"
+            lines.append(f"| {arm} | {_cell(row['exact_match'])} | {_cell(row['f1'])} | "
+                         f"{', '.join(f'{s:.0f}' for s in row['train_seconds'])} | {step} | "
+                         f"{row['trained_parameters']:,} |")
     curves = report["adapter_drop"]["tasks"]
     if curves:
         depths = sorted({n for c in curves.values() for n in c["standard"]})
-        lines += ["", "AdapterDrop: | task | arm | " + " | ".join(f"n={n}" for n in depths)
+        lines += ["", "AdapterDrop:", "", "| task | arm | " + " | ".join(f"n={n}" for n in depths)
                   + " | training step speed-up |", "|---|---|" + "---:|" * (len(depths) + 1)]
         rows = [(task, curve, curve.get("step_speedup", {})) for task, curve in curves.items()]
         rows.append(("average, % of standard n=0", report["adapter_drop"]["average"], {}))
@@ -429,7 +460,14 @@ def plot(report, path):
 def report(runs):
     """Read every finished run of `runs`; write the JSON, table and plot."""
     finished = [r for r in (read_run(*run) for run in runs) if r is not None]
-    grouped = by_arm(finished)
+    grouped = by_arm([r for r in finished if r["task"] != "squad"])
+    squad = {arm: {"exact_match": summary([r["dev"]["exact_match"] * 100 for r in squad_runs]),
+                   "f1": summary([r["score"] for r in squad_runs]),
+                   "train_seconds": [r["train_seconds"] for r in squad_runs],
+                   "step_seconds": step_median(squad_runs),
+                   "trained_parameters": squad_runs[0]["parameters"]["trained"]}
+             for arm, squad_runs in by_arm([r for r in finished if r["task"] == "squad"]).get(
+                 "squad", {}).items()}
     glue_arms = [a for a in ("adapters", "full") if any(a in g for g in grouped.values())]
     full_trained = {t: g["full"][0]["parameters"]["trained"] for t, g in grouped.items()
                     if "full" in g}
@@ -449,6 +487,7 @@ def report(runs):
         "adapterhub": side_by_side(grouped, ["adapterhub"]),
         "lora": side_by_side(grouped, ["lora_8", "lora_16"]),
         "adapter_drop": {"tasks": curves, "average": averaged_drop(curves)},
+        "squad": squad,
     }
     write_json(FLAGS.results, result)
     with atomic_path(FLAGS.table) as temporary, open(temporary, "w") as file:
@@ -460,7 +499,8 @@ def report(runs):
 def main(argv):
     del argv
     for task in FLAGS.tasks or []:
-        glue.get_task(task)
+        if task != "squad":
+            glue.get_task(task)
     unknown = set(FLAGS.arms or []) - {a for arms, _ in GRID for a in arms}
     if unknown:
         raise flags.ValidationError(f"--arms: unknown arms {sorted(unknown)}.")
