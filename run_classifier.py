@@ -171,6 +171,10 @@ def train_and_evaluate(strategy):
     with strategy.scope():
         model, backbone, tokenizer, steps_per_epoch = build_classifier(
             task, (len(train), static_shapes))
+    too_deep = [n for n in eval_depths() if n > backbone.num_layers]
+    if too_deep:
+        raise flags.ValidationError(f"--eval_drop_first_n: {too_deep} exceed(s) this "
+                                    f"backbone's {backbone.num_layers} layers.")
     preprocessor = make_preprocessor(tokenizer, FLAGS.max_seq_length)
     evaluation = GlueEvaluation(task, {
         split: (dev_dataset(preprocessor, examples, static_shapes), examples.labels)

@@ -24,7 +24,7 @@ from keras_adapters.tasks.glue import data as glue
 from keras_adapters.tasks.squad import data as squad
 from keras_adapters.training import cli, distribute
 from keras_adapters.training.resume import TrainingState
-from tests.helpers import REPO_ROOT, write_hf_folder
+from tests.helpers import GLUE_DIR, REPO_ROOT, write_hf_folder
 from tests.helpers import TINY_HF_CONFIG as TINY
 from tests.helpers import tiny_hf_tensors as tiny_tensors
 
@@ -63,6 +63,12 @@ def _flags(*argv, call=cli.validate_flags):
         FLAGS([sys.argv[0], f"--model_dir={tmp}", *argv])
         return call()
     return make
+
+
+def _real_glue():
+    if not GLUE_DIR.is_dir():
+        pytest.skip(f"real GLUE data not found at {GLUE_DIR}")
+    return GLUE_DIR
 
 
 def _tiny(tmp, seed=0):
@@ -173,6 +179,11 @@ CASES = {
     "eval_drop_first_n with full fine-tuning": (
         _flags("--tuning=full", "--eval_drop_first_n=1", call=lambda: run_classifier.main([])),
         flags.ValidationError, r"--eval_drop_first_n needs --tuning=adapters or fusion"),
+    "eval_drop_first_n beyond the layers": (
+        lambda tmp: _flags(f"--init_from={_tiny(tmp)}", "--max_seq_length=16",
+                           f"--data_dir={_real_glue()}", "--eval_drop_first_n=0,3",
+                           call=lambda: run_classifier.main([]))(tmp),
+        flags.ValidationError, r"--eval_drop_first_n: \[3\] exceed\(s\) this backbone's 2 layers"),
     "fusion without adapters": (
         _flags("--tuning=fusion"), flags.ValidationError,
         r"--tuning=fusion needs --fusion_adapters"),

@@ -76,7 +76,8 @@ def _set_trainable(layer, trained):
         _set_trainable(child, trained)
 
 
-def _size(weights):
+def weight_count(weights):
+    """The number of parameters (scalars) in `weights`, a list of variables."""
     return int(sum(np.prod(w.shape) for w in weights))
 
 
@@ -86,9 +87,9 @@ def count_parameters(model):
     adapter_ids = {id(w) for w in backbone.adapter_weights}
     pretrained = [w for w in backbone.weights if id(w) not in adapter_ids]
     return ParameterCounts(
-        trainable=_size(model.trainable_weights),
-        total=_size([w for w in model.weights if "float" in w.dtype]),  # Not AdapterDrop's.
-        pretrained=_size(pretrained),
+        trainable=weight_count(model.trainable_weights),
+        total=weight_count([w for w in model.weights if "float" in w.dtype]),  # Not AdapterDrop's.
+        pretrained=weight_count(pretrained),
     )
 
 

@@ -9,7 +9,7 @@ from absl import flags, logging
 
 from keras_adapters.configuration.adapter_config import PLACEMENT_ALIASES, PLACEMENTS, AdapterConfig
 from keras_adapters.models.adapter_backbone import add_adapters
-from keras_adapters.models.freezing import freeze_for_adapter_tuning
+from keras_adapters.models.freezing import freeze_for_adapter_tuning, weight_count
 from keras_adapters.saving.adapter_files import (
     backbone_identity,
     load_adapter,
@@ -30,8 +30,8 @@ LORA_WEIGHTS = "lora_weights.lora.h5"  # keras-hub's save_lora_weights wants thi
 CHECKPOINT_PATTERN = "epoch_{epoch:02d}.weights.h5"  # under <model_dir>/checkpoints
 # Flags a resumed run must share with the run that wrote the backup.
 RESUME_FLAGS = ("init_from", "dtype_policy", "tuning", "adapter_size", "reduction_factor",
-                "adapter_placement", "train_layer_norms", "fusion_adapters", "fusion_config", "lora_rank",
-                "drop_first_n", "robust_adapter_drop", "learning_rate", "num_epochs",
+                "adapter_placement", "train_layer_norms", "fusion_adapters", "fusion_config",
+                "lora_rank", "drop_first_n", "robust_adapter_drop", "learning_rate", "num_epochs",
                 "batch_size", "max_seq_length", "warmup_proportion", "weight_decay", "seed")
 
 
@@ -268,12 +268,9 @@ def prepare_for_training(model, num_examples, static_shapes):
 
 def parameter_counts(model):
     """`{"trained": ..., "total": ...}`: the parameters in `model`'s trainable
-    weights, and in all its weights."""
-    return {"trained": _size(model.trainable_weights), "total": _size(model.weights)}
-
-
-def _size(weights):
-    return int(sum(math.prod(w.shape) for w in weights))
+    weights, and in all its floating-point weights (not AdapterDrop's state)."""
+    return {"trained": weight_count(model.trainable_weights),
+            "total": weight_count([w for w in model.weights if "float" in w.dtype])}
 
 
 def save_tuned_weights(model, backbone):
