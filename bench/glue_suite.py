@@ -261,6 +261,8 @@ def read_run(task, arm, seed):
         "score": 100 * dev[metric], "dev": dev,
         "adapter_drop": {int(n): 100 * scores["dev"][metric]
                          for n, scores in results.get("adapter_drop", {}).items()},
+        "adapter_drop_metrics": {int(n): scores["dev"]
+                                 for n, scores in results.get("adapter_drop", {}).items()},
         "train_seconds": results["train_seconds"],
         "step_seconds": results["train_step_seconds"]["median"],
         "parameters": results["parameters"],
@@ -290,7 +292,12 @@ def glue_table(grouped, arms):
     common = [task for task in table if all(arm in table[task] for arm in arms)]
     means = {arm: statistics.fmean(table[task][arm]["mean"] for task in common)
              for arm in arms} if common else {}
-    return {"tasks": table, "mean_over": common, "mean": means}
+    step_ratios = {arm: [step_median(runs[arm]) / step_median(runs["full"])
+                         for runs in grouped.values()
+                         if arm in runs and "full" in runs and step_median(runs[arm])
+                         and step_median(runs["full"])] for arm in arms}
+    return {"tasks": table, "mean_over": common, "mean": means,
+            "step_vs_full": {arm: statistics.median(r) for arm, r in step_ratios.items() if r}}
 
 
 def step_median(runs):
@@ -377,6 +384,9 @@ def _glue_lines(report):
     if report["glue"]["mean"]:
         lines.append(f"| mean ({', '.join(report['glue']['mean_over'])}) | "
                      + " | ".join(f"{report['glue']['mean'][a]:.1f}" for a in glue_arms) + " |")
+    ratios = report["glue"]["step_vs_full"]
+    lines.append("| training step time vs full (median over tasks) | " + " | ".join(
+        f"{ratios[a]:.2f}x" if a in ratios else "–" for a in glue_arms) + " |")
     parameters = report["parameters"]
     lines.append("| trained parameters (% of full) | " + " | ".join(
         f"{parameters[a]['trained']:,} ({parameters[a]['percent']:.2f}%)" if a in parameters
