@@ -5,11 +5,12 @@ official GLUE metric after every epoch, and writes to `--model_dir`:
 checkpoints, the best epoch's weights (`best/`), TensorBoard logs,
 `eval_results.json`, the adapter-only weights (`adapter_weights.safetensors`;
 also the adapter as a folder, `adapter/`, that `load_adapter` and
-`--fusion_adapters` read), and a SavedModel whose `serving_default` takes raw
-text. `--tuning=fusion` trains an AdapterFusion over `--fusion_adapters`
-instead (the folder is then `fusion/`, and `fusion_attention.json` holds each
-fused adapter's mean attention weight on the dev set, per layer). A killed run resumes
-where its last backup left off when the same command is run again.
+`--fusion_adapters` read; `--tuning=lora`: keras-hub's `lora_weights.lora.h5`
+instead), and a SavedModel whose `serving_default` takes raw text.
+`--tuning=fusion` trains an AdapterFusion over `--fusion_adapters` instead
+(the folder is then `fusion/`, and `fusion_attention.json` holds each fused
+adapter's mean attention weight on the dev set, per layer). A killed run
+resumes where its last backup left off when the same command is run again.
 
 Example (the default: MRPC, all-MiniLM-L6-v2, adapters of size 64):
 
