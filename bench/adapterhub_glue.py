@@ -8,8 +8,9 @@ library: the suite hands it the examples as JSON (`--examples`, written by
 "labels"}, "dev": {...}}`, `text_b` null for one-sentence tasks, `num_labels`
 1 for regression) and reads back `--output_dir/adapterhub_outputs.json`: the
 dev logits of the last epoch (`dev_outputs`, shape `(dev examples,
-num_labels)`), the training wall seconds (`train_seconds`, per-epoch dev
-predictions included, as `run_classifier.py` counts them), step seconds
+num_labels)`), the number of training examples (`train_examples`), the
+training wall seconds (`train_seconds`, per-epoch dev predictions included,
+as `run_classifier.py` counts them), step seconds
 (`train_step_seconds`: median and mean of forward, backward, clipping and
 optimizer step), trained parameters and the library versions. The trained
 adapter and head go to `--output_dir/adapter` (AdapterHub's `save_adapter`).
@@ -171,6 +172,7 @@ def main(argv):
     model.save_adapter(os.path.join(FLAGS.output_dir, "adapter"), NAME, with_head=True)
     outputs = {
         "dev_outputs": dev_outputs,
+        "train_examples": len(train["labels"]),
         "train_seconds": round(train_seconds, 1),
         "train_step_seconds": {"steps": len(step_seconds),
                                "median": round(statistics.median(step_seconds), 5),

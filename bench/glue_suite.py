@@ -191,7 +191,7 @@ def score_adapterhub(task, folder):
     predictions = metrics.predictions_from_outputs(task, np.array(outputs["dev_outputs"]))
     write_json(os.path.join(folder, "eval_results.json"), {
         "task": task, "tuning": "adapterhub", "versions": outputs["versions"],
-        "train_examples": len(limited_examples(task, "train")),
+        "train_examples": outputs["train_examples"],
         "train_seconds": outputs["train_seconds"],
         "train_step_seconds": outputs["train_step_seconds"],
         "parameters": outputs["parameters"],
@@ -258,10 +258,8 @@ def read_run(task, arm, seed):
     return {
         "task": task, "arm": arm, "seed": seed, "dir": folder, "metric": metric,
         "score": 100 * dev[metric], "dev": dev,
-        "adapter_drop": {int(n): 100 * scores["dev"][metric]
+        "adapter_drop": {int(n): scores["dev"]
                          for n, scores in results.get("adapter_drop", {}).items()},
-        "adapter_drop_metrics": {int(n): scores["dev"]
-                                 for n, scores in results.get("adapter_drop", {}).items()},
         "train_seconds": results["train_seconds"],
         "step_seconds": results["train_step_seconds"]["median"],
         "parameters": results["parameters"],
@@ -331,8 +329,10 @@ def adapter_drop(grouped):
 
 
 def _mean_curve(runs):
+    """`{n: mean score ×100}` over `runs` at each depth n they were all scored at."""
     depths = sorted(set.intersection(*(set(r["adapter_drop"]) for r in runs)))
-    return {n: statistics.fmean(r["adapter_drop"][n] for r in runs) for n in depths}
+    return {n: statistics.fmean(100 * r["adapter_drop"][n][r["metric"]] for r in runs)
+            for n in depths}
 
 
 def averaged_drop(curves):
