@@ -77,7 +77,11 @@ def _set_trainable(layer, trained):
 
 
 def weight_count(weights):
-    """The number of parameters (scalars) in `weights`, a list of variables."""
+    """The number of parameters (scalars) in `weights`, a list of variables.
+
+    Example: `weight_count(model.trainable_weights)` is 605,186 for MiniLM
+    with a size-64 Houlsby adapter and a 2-class head, frozen for adapter tuning.
+    """
     return int(sum(np.prod(w.shape) for w in weights))
 
 

@@ -45,6 +45,14 @@ class StepTimes(keras.callbacks.Callback):
     A step is `on_train_batch_begin` to `on_train_batch_end`: the compiled
     train function's call on one batch (tracing included, the first time a
     batch shape is seen). Put it first among the callbacks.
+
+    Example:
+
+    ```python
+    step_times = StepTimes()
+    model.fit(dataset, epochs=3, callbacks=[step_times])
+    step_times.summary()  # {"steps": 345, "median": 0.41, "mean": 0.43}
+    ```
     """
 
     def __init__(self):
