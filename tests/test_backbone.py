@@ -131,6 +131,21 @@ def test_add_adapters_rejects_adapted_or_foreign_models(backbone):
         add_adapters(keras.Sequential([keras.layers.Dense(2)]))
 
 
+@pytest.mark.parametrize("source_n,n", [(0, 2), (1, 0)])
+def test_add_adapters_sets_drop_first_n_over_a_source_with_its_own(backbone, inputs, source_n, n):
+    """`from_pretrained` returns an adapter backbone without adapters, which has
+    AdapterDrop state of its own; `add_adapters`' `drop_first_n` wins over it."""
+    source = add_adapters(backbone, name=None)
+    source.set_drop_first_n(source_n)
+    adapted = add_adapters(source, AdapterConfig(adapter_size=4, initializer_std=0.5),
+                           drop_first_n=n)
+    reference = add_adapters(backbone, AdapterConfig(adapter_size=4), drop_first_n=n)
+    reference.set_weights(adapted.get_weights())
+    assert adapted.drop_first_n == n
+    np.testing.assert_array_equal(_outputs(adapted, inputs)["sequence_output"],
+                                  _outputs(reference, inputs)["sequence_output"])
+
+
 def test_keras_round_trip_keeps_outputs_and_drop_first_n(backbone, inputs, tmp_path):
     adapted = add_adapters(backbone, AdapterConfig(adapter_size=4, initializer_std=0.5),
                            drop_first_n=1)

@@ -636,11 +636,12 @@ def adapter_backbone_class(backbone):
     raise TypeError(f"Expected a keras_hub backbone of one of {supported}; got {type(backbone)}.")
 
 
-def copy_weights(source, target):
+def copy_weights(source, target, skip=()):
     """Copy every weight of `source` into the same-path weight of `target`.
 
     Args:
         source, target: built Keras layers or models.
+        skip: paths of `source` weights not to copy.
 
     Returns:
         The list of paths of `target` weights that `source` has no weight for.
@@ -651,6 +652,8 @@ def copy_weights(source, target):
     """
     targets = {w.path: w for w in target.weights}
     for weight in source.weights:
+        if weight.path in skip:
+            continue
         if weight.path not in targets:
             raise ValueError(f"Weight {weight.path!r} has no counterpart in the target.")
         twin = targets.pop(weight.path)
@@ -728,7 +731,10 @@ def add_adapters(backbone, config=None, *, name=DEFAULT_ADAPTER, drop_first_n=0,
         dtype=backbone.dtype_policy,
     )
     adapted = cls(**settings)
-    unmatched = set(copy_weights(backbone, adapted))
+    # A backbone without adapters can still hold AdapterDrop state (`from_pretrained` returns
+    # an adapter backbone); this call's arguments set the copy's, so it is not copied.
+    own_state = {w.path for w in getattr(backbone, "adapter_weights", ())}
+    unmatched = set(copy_weights(backbone, adapted, skip=own_state))
     unmatched -= {w.path for w in adapted.adapter_weights}
     if unmatched:
         raise ValueError(f"Weights with no pretrained value: {sorted(unmatched)}.")
