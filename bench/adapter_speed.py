@@ -8,6 +8,16 @@ Issue 4's first two benchmarks, on a BERT-base-sized model (12 layers, hidden
   layer norms are then frozen too);
 - inference time: the bare frozen backbone against the same with adapters.
 
+`--train_arms` picks the training arms. Besides the four below there are
+`adapters_drop_<n>` (specialised AdapterDrop at depth n) and `robust`
+(robust AdapterDrop: n drawn at every step, every layer norm trained), each
+also compared with the plain adapters. For the GLUE suite's AdapterDrop
+arms, at all-MiniLM-L6-v2's size and batch:
+
+  python bench/adapter_speed.py --num_layers=6 --hidden_dim=384 --batch_size=32 \
+      --train_arms=full,adapters,robust,adapters_drop_1,adapters_drop_3,adapters_drop_5 \
+      --output=bench/results/adapter_drop_speed_minilm.json
+
 A fourth training arm, `layer_norms`, trains only the layer norms and the
 head: adapters that cost nothing, with backprop as deep as the adapter
 arm's. Each ratio is printed beside its matmul FLOP ratio
@@ -50,7 +60,7 @@ flags.DEFINE_integer("num_heads", 12, "Attention heads.")
 flags.DEFINE_integer("batch_size", 16, "Batch size.")
 flags.DEFINE_integer("seq_length", 128, "Tokens per example.")
 flags.DEFINE_integer("adapter_size", 64, "Adapter bottleneck size.")
-flags.DEFINE_integer("drop_first_n", 5, "AdapterDrop depth of the third training arm.")
+flags.DEFINE_integer("drop_first_n", 5, "AdapterDrop depth of the adapters_drop arm.")
 flags.DEFINE_integer("steps", 5, "Timed steps per arm and round.")
 flags.DEFINE_integer("rounds", 7, "Alternating rounds of the training arms. A round's ratio "
                      "ranged from 0.65x to 0.75x in one run, so one round is not enough.")
@@ -63,8 +73,11 @@ flags.DEFINE_integer("inter_op_threads", 0,
                      "comes from overlapping its weight-gradient matmuls with the backward chain.")
 flags.DEFINE_boolean("jit_compile", False, "Compile every arm with XLA.")
 flags.DEFINE_string("arm", None, "Internal: measure one arm's peak memory and exit.")
+flags.DEFINE_list("train_arms", "full,adapters,adapters_drop,layer_norms",
+                  "Training arms, timed in this order each round: full, adapters, "
+                  "adapters_drop (at --drop_first_n), adapters_drop_<n>, robust, layer_norms. "
+                  "full and adapters are required.")
 
-TRAIN_ARMS = ("full", "adapters", "adapters_drop", "layer_norms")
 INFERENCE_ARMS = ("backbone", "adapters")
 VOCABULARY = 30522
 
@@ -77,14 +90,14 @@ def build(arm):
     """
     keras.utils.set_random_seed(0)
     adapters = {}
-    if arm.startswith("adapters"):
+    if arm.startswith("adapters") or arm == "robust":
         adapters = {"default": AdapterConfig(adapter_size=FLAGS.adapter_size).to_dict()}
     backbone = AdapterBertBackbone(
         vocabulary_size=VOCABULARY, num_layers=FLAGS.num_layers, num_heads=FLAGS.num_heads,
         hidden_dim=FLAGS.hidden_dim, intermediate_dim=4 * FLAGS.hidden_dim,
         max_sequence_length=512, adapter_configs=adapters,
         active_adapter="default" if adapters else None,
-        drop_first_n=FLAGS.drop_first_n if arm == "adapters_drop" else 0)
+        drop_first_n=drop_depth(arm), robust_adapter_drop=arm == "robust", seed=0)
     model = keras_hub.models.BertTextClassifier(backbone, num_classes=2, preprocessor=None)
     if adapters:
         freeze_for_adapter_tuning(model)
@@ -94,6 +107,15 @@ def build(arm):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=FLAGS.jit_compile)
     return model
+
+
+def drop_depth(arm):
+    """The AdapterDrop depth n an arm trains at (robust: 0, drawn per step)."""
+    if arm == "adapters_drop":
+        return FLAGS.drop_first_n
+    if arm.startswith("adapters_drop_"):
+        return int(arm.removeprefix("adapters_drop_"))
+    return 0
 
 
 def freeze_all_but_layer_norms(backbone):
@@ -125,22 +147,31 @@ def matmul_macs_per_token(arm, training=True):
     activations) plus the weight gradients of what trains: every projection
     under full fine-tuning, the adapters otherwise. It stops inside the
     lowest layer with trained weights, after that layer's feed-forward block.
+    Under robust AdapterDrop that is always the first layer (its layer norms
+    train), and the count is the mean over the drawn n = 0 ... layers - 1.
     Embeddings, pooler and head are left out: under 0.1% here.
     """
+    if arm == "robust":
+        return float(np.mean([step_macs(arm, n, 0, training) for n in range(FLAGS.num_layers)]))
+    n = drop_depth(arm)
+    return step_macs(arm, n, n, training)
+
+
+def step_macs(arm, first_adapter, first_trained, training):
+    """`matmul_macs_per_token` with adapters from layer `first_adapter` up,
+    and trained weights from layer `first_trained` up."""
     d, i, s, m = FLAGS.hidden_dim, 4 * FLAGS.hidden_dim, FLAGS.seq_length, FLAGS.adapter_size
-    layers = FLAGS.num_layers
     projections, attention = 4 * d * d + 2 * d * i, 2 * s * d
-    first = FLAGS.drop_first_n if arm == "adapters_drop" else 0
-    adapters = 4 * d * m if arm.startswith("adapters") else 0
+    adapters = 4 * d * m if arm != "full" and arm != "layer_norms" else 0
     total = 0
-    for index in range(layers):
-        adapted = adapters if index >= first else 0
+    for index in range(FLAGS.num_layers):
+        adapted = adapters if index >= first_adapter else 0
         total += projections + attention + adapted
-        if not training or index < first:
+        if not training or index < first_trained:
             continue
         if arm == "full":
             total += 2 * projections + 2 * attention
-        elif index == first:
+        elif index == first_trained:
             total += 2 * d * i + 2 * adapted
         else:
             total += projections + 2 * attention + 2 * adapted
@@ -187,14 +218,18 @@ def timed(arms, training):
 
 
 def ratios(train, inference):
-    """Training ratios of `train` (by training arm) and the inference ratio of `inference`."""
-    return {
-        "adapters_vs_full_step": train["adapters"] / train["full"],
-        "adapters_drop_vs_full_step": train["adapters_drop"] / train["full"],
-        "layer_norms_vs_full_step": train["layer_norms"] / train["full"],
-        "adapters_vs_layer_norms_step": train["adapters"] / train["layer_norms"],
-        "adapters_vs_backbone_inference": inference["adapters"] / inference["backbone"],
-    }
+    """Training ratios of `train` (by training arm) and the inference ratio of `inference`.
+
+    Every arm against full fine-tuning; the AdapterDrop arms also against
+    the plain adapters, and the adapters against `layer_norms` when it ran.
+    """
+    result = {f"{arm}_vs_full_step": train[arm] / train["full"] for arm in train if arm != "full"}
+    result.update({f"{arm}_vs_adapters_step": train[arm] / train["adapters"]
+                   for arm in train if arm == "robust" or arm.startswith("adapters_drop")})
+    if "layer_norms" in train:
+        result["adapters_vs_layer_norms_step"] = train["adapters"] / train["layer_norms"]
+    result["adapters_vs_backbone_inference"] = inference["adapters"] / inference["backbone"]
+    return result
 
 
 def resident_gb(field):
@@ -236,21 +271,24 @@ def main(argv):
             model.train_on_batch(features, labels)
         print(json.dumps({"peak_gb": resident_gb("VmHWM"), "built_gb": built}))
         return
-    train_rounds = timed(TRAIN_ARMS, training=True)
+    arms = FLAGS.train_arms
+    if not {"full", "adapters"} <= set(arms) or len(set(arms)) < len(arms):
+        raise app.UsageError(f"--train_arms needs full and adapters, each arm once; got {arms}.")
+    train_rounds = timed(arms, training=True)
     infer_rounds = timed(INFERENCE_ARMS, training=False)
     train = {arm: float(np.median(v)) for arm, v in train_rounds.items()}
     infer = {arm: float(np.median(v)) for arm, v in infer_rounds.items()}
-    macs = {arm: matmul_macs_per_token(arm) for arm in TRAIN_ARMS}
+    macs = {arm: matmul_macs_per_token(arm) for arm in arms}
     inference_macs = {"backbone": matmul_macs_per_token("full", training=False),
                       "adapters": matmul_macs_per_token("adapters", training=False)}
-    arm_memories = {arm: arm_memory(arm) for arm in TRAIN_ARMS}
+    arm_memories = {arm: arm_memory(arm) for arm in arms}
     memory = {arm: m["peak_gb"] for arm, m in arm_memories.items()}
     training_memory = {arm: m["peak_gb"] - m["built_gb"] for arm, m in arm_memories.items()}
     result = {
         "config": {name: FLAGS[name].value for name in (
             "num_layers", "hidden_dim", "num_heads", "batch_size", "seq_length",
-            "adapter_size", "drop_first_n", "steps", "rounds", "inference_rounds", "inter_op_threads",
-            "jit_compile")},
+            "adapter_size", "drop_first_n", "train_arms", "steps", "rounds", "inference_rounds",
+            "inter_op_threads", "jit_compile")},
         "train_seconds_per_step": train,
         "train_seconds_per_step_by_round": train_rounds,
         "train_peak_memory_gb": memory,
