@@ -14,7 +14,9 @@ The default grid, on all-MiniLM-L6-v2 (6 layers, hidden 384):
 - AdapterDrop curves (Rücklé et al., 2021, Fig. 2) on MRPC, STS-B, RTE and
   CoLA: the `adapters` runs scored with the lowest n = 0…5 layers' adapters
   dropped (`--eval_drop_first_n`), one `robust` AdapterDrop model scored at
-  each n, and `specialised_{1,3,5}` models trained at their n.
+  each n, and `specialised_{1,3,5}` models trained at their n. Every arm
+  trains 3 epochs (SST-2: 1), but `robust`, which trains
+  `run_classifier.py`'s default for robust runs (8 epochs at 5e-4).
 - keras-hub's own LoRA (`lora_8`, `lora_16`: `--tuning=lora --lora_rank=r`)
   on MRPC and RTE, 3 seeds.
 - SQuAD v1.1 (`run_squad.py`, README's recipe: 2 epochs on the first 44
@@ -144,8 +146,9 @@ def command(task, arm, seed):
                 f"--train_file={train_file}", f"--predict_file={predict_file}",
                 f"--seed={seed}", f"--model_dir={folder}", "--export_from=last",
                 f"--tuning={arm}", *FLAGS.run_flags]
-    common = [f"--task={task}", f"--data_dir={FLAGS.data_dir}", f"--seed={seed}",
-              f"--num_epochs={EPOCHS.get(task, 3)}"]
+    common = [f"--task={task}", f"--data_dir={FLAGS.data_dir}", f"--seed={seed}"]
+    if arm != "robust":  # Robust runs train the scripts' default for them.
+        common.append(f"--num_epochs={EPOCHS.get(task, 3)}")
     if arm == "adapterhub":
         passed = [f"--{name}={value}" for name, value in run_flag_values().items()
                   if name in ADAPTERHUB_FLAGS]

@@ -11,8 +11,11 @@ import pytest
 import sklearn.metrics
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer ops for loading)
+from absl import flags
+from absl.testing import flagsaver
 from safetensors.numpy import load_file
 
+import run_classifier  # noqa: F401  (defines the flags)
 from keras_adapters.configuration.adapter_config import AdapterConfig
 from keras_adapters.models.adapter_backbone import add_adapters
 from keras_adapters.saving.adapter_files import (
@@ -22,7 +25,15 @@ from keras_adapters.saving.adapter_files import (
 )
 from keras_adapters.saving.checkpoints import from_pretrained
 from keras_adapters.tasks.glue import data as glue
-from tests.helpers import GLUE_DIR, REPO_ROOT, backup_step, run_tpu_stand_in
+from keras_adapters.training import cli
+from tests.helpers import (
+    GLUE_DIR,
+    REPO_ROOT,
+    backup_step,
+    run_tpu_stand_in,
+    tiny_hf_tensors,
+    write_hf_folder,
+)
 
 TRAIN, DEV = 64, 40
 COMMON = [f"--max_train_examples={TRAIN}", f"--max_eval_examples={DEV}", "--num_epochs=1",
@@ -130,6 +141,35 @@ def test_a_fusion_run_trains_only_the_fusion_and_its_folders_rebuild_the_export(
 def _tpu_stand_in(glue_dir, model_dir, *flags):
     return run_tpu_stand_in("run_classifier", "--task=rte", f"--data_dir={glue_dir}",
                             f"--model_dir={model_dir}", *COMMON, *flags)
+
+
+@pytest.mark.parametrize("argv,epochs,rate", [
+    ([], 4, 1e-3),
+    (["--robust_adapter_drop"], 8, 5e-4),
+    (["--robust_adapter_drop", "--num_epochs=4", "--learning_rate=1e-3"], 4, 1e-3),
+    (["--robust_adapter_drop", "--tuning=fusion", "--fusion_adapters=a"], 8, 5e-5),
+    (["--drop_first_n=2"], 4, 1e-3),
+])
+def test_robust_adapter_drop_trains_twice_the_epochs_at_half_the_rate_unless_told(
+        argv, epochs, rate, tmp_path):
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS([sys.argv[0], f"--model_dir={tmp_path}", *argv])
+        assert (cli.num_epochs(), cli.learning_rate()) == (epochs, rate)
+
+
+@pytest.mark.parametrize("argv,depth", [(["--drop_first_n=1"], 1),
+                                        (["--drop_first_n=1", "--robust_adapter_drop"], 1)])
+def test_the_script_backbone_runs_the_drop_first_n_it_is_given(argv, depth, tmp_path):
+    """Specialised AdapterDrop (and robust's inference depth) reach the backbone the
+    scripts build from a checkpoint folder."""
+    folder = write_hf_folder(tmp_path / "tiny", tiny_hf_tensors())
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS([sys.argv[0], f"--model_dir={tmp_path}", f"--init_from={folder}",
+                     "--max_seq_length=16", *argv])
+        backbone, _ = cli.build_backbone("mrpc")
+    assert backbone.drop_first_n == depth
 
 
 def test_tpu_branch_runs_with_static_shapes_and_replicas(glue_dir, tmp_path):
