@@ -441,6 +441,7 @@ def markdown(report):
 
 
 _ARM = {"standard": "adapters", "robust": "robust"}
+_STYLES = {"standard": ("o-", "C0"), "robust": ("s-", "C1"), "specialised": ("D", "C2")}
 
 
 def plot(report, path):
@@ -454,17 +455,21 @@ def plot(report, path):
     figure = Figure(figsize=(3.2 * len(panels), 3.2), layout="constrained")
     for axis, (task, curve) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
         values = report["adapter_drop"]["average"] if task == "average" else curve
-        styles = {"standard": "o-", "robust": "s-", "specialised": "D"}
-        for arm, style in styles.items():
+        for arm, (style, color) in _STYLES.items():
             if arm in values:
                 depths = sorted(values[arm])
-                axis.plot(depths, [values[arm][n] for n in depths], style, label=arm)
+                axis.plot(depths, [values[arm][n] for n in depths], style, color=color,
+                          label=arm)
         axis.set_title(task if task == "average" else
                        f"{task} ({metrics.primary_metric(task)})")
         axis.set_xlabel("adapters dropped in the lowest n layers")
         axis.set_ylabel("% of standard at n=0" if task == "average" else "dev score ×100")
         axis.grid(alpha=0.3)
-    figure.axes[0].legend()
+    handles = {}  # Every arm once, whichever panels have it.
+    for axis in figure.axes:
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    figure.axes[0].legend(handles.values(), handles.keys())
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=110)
 
