@@ -172,6 +172,21 @@ def test_the_script_backbone_runs_the_drop_first_n_it_is_given(argv, depth, tmp_
     assert backbone.drop_first_n == depth
 
 
+@pytest.mark.parametrize("argv,recorded", [
+    ([], {"learning_rate": None, "num_epochs": 4}),  # As before: older backups resume.
+    (["--robust_adapter_drop"], {"learning_rate": 5e-4, "num_epochs": 8}),
+])
+def test_a_robust_backup_records_the_defaults_it_resolved(argv, recorded, tmp_path):
+    """A robust run begun under the defaults before 50653cf does not resume under these."""
+    folder = write_hf_folder(tmp_path / "tiny", tiny_hf_tensors())
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS([sys.argv[0], f"--model_dir={tmp_path}", f"--init_from={folder}", *argv])
+        config = cli.resume_config({"task": "mrpc"}, from_pretrained(str(folder))[0], 10)
+    assert {name: config[name] for name in recorded} == recorded
+    assert config["task"] == "mrpc" and config["steps_per_epoch"] == 10
+
+
 def test_tpu_branch_runs_with_static_shapes_and_replicas(glue_dir, tmp_path):
     # Also robust AdapterDrop: its depth is drawn inside each replica's step.
     # (--steps_per_execution > 1 is tested on one device: Keras 3.15 fails any
