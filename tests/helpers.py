@@ -4,6 +4,7 @@ tokenizers and inputs, defined once (the spirit of keras-hub's `TestCase`).
 Not a test module: test modules import this one, never each other.
 """
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -16,6 +17,8 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
+from absl import flags
+from absl.testing import flagsaver
 from safetensors.numpy import save_file
 
 from keras_adapters import AdapterConfig, add_adapters, make_preprocessor
@@ -463,3 +466,14 @@ def backup_step(model_dir):
         return -1
     with safe_open(str(path), framework="numpy") as f:
         return int(f.metadata()["global_step"])
+
+
+@contextlib.contextmanager
+def script_flags(model_dir, *argv):
+    """Within: the scripts' flags parsed from `argv` alone (and `--model_dir`),
+    as a fresh process would see them; restored on exit. The flags must be
+    defined, for example by importing `run_classifier`."""
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS([sys.argv[0], f"--model_dir={model_dir}", *argv])
+        yield

@@ -24,7 +24,7 @@ from keras_adapters.tasks.glue import data as glue
 from keras_adapters.tasks.squad import data as squad
 from keras_adapters.training import cli, distribute
 from keras_adapters.training.resume import TrainingState
-from tests.helpers import GLUE_DIR, REPO_ROOT, write_hf_folder
+from tests.helpers import GLUE_DIR, REPO_ROOT, script_flags, write_hf_folder
 from tests.helpers import TINY_HF_CONFIG as TINY
 from tests.helpers import tiny_hf_tensors as tiny_tensors
 
@@ -58,10 +58,8 @@ def _squad(paragraph_edit=None, qa_edit=None, training=True, data=None):
 
 def _flags(*argv, call=cli.validate_flags):
     def make(tmp):
-        FLAGS = flags.FLAGS
-        FLAGS.unparse_flags()
-        FLAGS([sys.argv[0], f"--model_dir={tmp}", *argv])
-        return call()
+        with script_flags(tmp, *argv):
+            return call()
     return make
 
 

@@ -11,8 +11,6 @@ import pytest
 import sklearn.metrics
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer ops for loading)
-from absl import flags
-from absl.testing import flagsaver
 from safetensors.numpy import load_file
 
 import run_classifier  # noqa: F401  (defines the flags)
@@ -31,6 +29,7 @@ from tests.helpers import (
     REPO_ROOT,
     backup_step,
     run_tpu_stand_in,
+    script_flags,
     tiny_hf_tensors,
     write_hf_folder,
 )
@@ -152,9 +151,7 @@ def _tpu_stand_in(glue_dir, model_dir, *flags):
 ])
 def test_robust_adapter_drop_trains_twice_the_epochs_at_half_the_rate_unless_told(
         argv, epochs, rate, tmp_path):
-    with flagsaver.flagsaver():
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS([sys.argv[0], f"--model_dir={tmp_path}", *argv])
+    with script_flags(tmp_path, *argv):
         assert (cli.num_epochs(), cli.learning_rate()) == (epochs, rate)
 
 
@@ -164,10 +161,7 @@ def test_the_script_backbone_runs_the_drop_first_n_it_is_given(argv, depth, tmp_
     """Specialised AdapterDrop (and robust's inference depth) reach the backbone the
     scripts build from a checkpoint folder."""
     folder = write_hf_folder(tmp_path / "tiny", tiny_hf_tensors())
-    with flagsaver.flagsaver():
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS([sys.argv[0], f"--model_dir={tmp_path}", f"--init_from={folder}",
-                     "--max_seq_length=16", *argv])
+    with script_flags(tmp_path, f"--init_from={folder}", "--max_seq_length=16", *argv):
         backbone, _ = cli.build_backbone("mrpc")
     assert backbone.drop_first_n == depth
 
@@ -179,9 +173,7 @@ def test_the_script_backbone_runs_the_drop_first_n_it_is_given(argv, depth, tmp_
 def test_a_robust_backup_records_the_defaults_it_resolved(argv, recorded, tmp_path):
     """A robust run begun under the defaults before 50653cf does not resume under these."""
     folder = write_hf_folder(tmp_path / "tiny", tiny_hf_tensors())
-    with flagsaver.flagsaver():
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS([sys.argv[0], f"--model_dir={tmp_path}", f"--init_from={folder}", *argv])
+    with script_flags(tmp_path, f"--init_from={folder}", *argv):
         config = cli.resume_config({"task": "mrpc"}, from_pretrained(str(folder))[0], 10)
     assert {name: config[name] for name in recorded} == recorded
     assert config["task"] == "mrpc" and config["steps_per_epoch"] == 10
