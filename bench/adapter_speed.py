@@ -38,6 +38,7 @@ op at a time.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -90,7 +91,7 @@ def build(arm):
     """
     keras.utils.set_random_seed(0)
     adapters = {}
-    if arm.startswith("adapters") or arm == "robust":
+    if has_adapters(arm):
         adapters = {"default": AdapterConfig(adapter_size=FLAGS.adapter_size).to_dict()}
     backbone = AdapterBertBackbone(
         vocabulary_size=VOCABULARY, num_layers=FLAGS.num_layers, num_heads=FLAGS.num_heads,
@@ -107,6 +108,10 @@ def build(arm):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=FLAGS.jit_compile)
     return model
+
+
+def has_adapters(arm):
+    return arm not in ("full", "layer_norms")
 
 
 def drop_depth(arm):
@@ -162,7 +167,7 @@ def step_macs(arm, first_adapter, first_trained, training):
     and trained weights from layer `first_trained` up."""
     d, i, s, m = FLAGS.hidden_dim, 4 * FLAGS.hidden_dim, FLAGS.seq_length, FLAGS.adapter_size
     projections, attention = 4 * d * d + 2 * d * i, 2 * s * d
-    adapters = 4 * d * m if arm != "full" and arm != "layer_norms" else 0
+    adapters = 4 * d * m if has_adapters(arm) else 0
     total = 0
     for index in range(FLAGS.num_layers):
         adapted = adapters if index >= first_adapter else 0
@@ -272,8 +277,11 @@ def main(argv):
         print(json.dumps({"peak_gb": resident_gb("VmHWM"), "built_gb": built}))
         return
     arms = FLAGS.train_arms
-    if not {"full", "adapters"} <= set(arms) or len(set(arms)) < len(arms):
-        raise app.UsageError(f"--train_arms needs full and adapters, each arm once; got {arms}.")
+    known = re.compile(r"full|adapters|adapters_drop(_\d+)?|robust|layer_norms")
+    unknown = [arm for arm in arms if not known.fullmatch(arm)]
+    if unknown or not {"full", "adapters"} <= set(arms) or len(set(arms)) < len(arms):
+        raise app.UsageError(f"--train_arms needs full and adapters, each arm once, and no "
+                             f"other arms than the flag's help names; got {arms}.")
     train_rounds = timed(arms, training=True)
     infer_rounds = timed(INFERENCE_ARMS, training=False)
     train = {arm: float(np.median(v)) for arm, v in train_rounds.items()}
