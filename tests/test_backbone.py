@@ -286,6 +286,36 @@ def test_no_gradient_flows_below_the_lowest_trainable_layer(backbone, inputs, dr
     assert reached == [False] * (1 + drop_first_n) + [True] * (LAYERS - drop_first_n)
 
 
+def test_lora_trains_every_layer_as_on_the_keras_hub_backbone(backbone, inputs):
+    """keras-hub's `enable_lora` freezes each transformer layer, then makes the LoRA
+    weights inside it trainable. Every layer's LoRA gets the gradient it gets on
+    keras-hub's own backbone (cutting backprop by the layers' own `trainable_weights`
+    trained the top layer's alone)."""
+    reference = keras_hub.models.BertBackbone.from_config(backbone.get_config())
+    ours = AdapterBertBackbone.from_config(backbone.get_config())
+    reference.set_weights(backbone.get_weights())
+    for model in (reference, ours):
+        model.enable_lora(2)
+    rng = np.random.default_rng(0)
+    for weight in reference.trainable_weights:  # LoRA's B starts at zero: no gradient for A.
+        weight.assign(rng.normal(size=weight.shape))
+    values = {weight.path: weight.numpy() for weight in reference.weights}
+    for weight in ours.weights:  # Ours also holds AdapterDrop's depth.
+        if weight.path in values:
+            weight.assign(values.pop(weight.path))
+    assert not values
+    grads = {}
+    for model in (reference, ours):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(inputs, training=True)["pooled_output"] ** 2)
+        grads[model] = dict(zip([w.path for w in model.trainable_weights],
+                                tape.gradient(loss, model.trainable_weights)))
+    assert sorted(grads[ours]) == sorted(grads[reference])
+    assert sum("lora_kernel_a" in path for path in grads[ours]) == 2 * LAYERS  # Query, value.
+    for path, grad in grads[reference].items():
+        np.testing.assert_allclose(grads[ours][path], grad, rtol=1e-5, atol=1e-6, err_msg=path)
+
+
 def _cond_ops(concrete_function):
     return [op.type for op in concrete_function.graph.get_operations()
             if op.type in ("If", "StatelessIf")]

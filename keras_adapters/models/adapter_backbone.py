@@ -295,11 +295,17 @@ class AdapterBackbone:
         gradients down through frozen layers (their AdapterDrop `cond`s are
         stateful ops, which graph pruning keeps). Read when the call is
         traced, like `trainable` itself.
+
+        A weight counts by its own `trainable` flag, as in the optimizer's
+        `model.trainable_weights`, not by its layer's `trainable_weights`:
+        keras-hub's `enable_lora` sets each transformer layer's `trainable`
+        to False and then makes the LoRA weights inside it trainable, so that
+        list is empty for a layer whose LoRA weights train.
         """
-        frozen = not self._embeddings_model().trainable_weights
+        frozen = not _has_trained_weight(self._embeddings_model())
         for layer in self.transformer_layers:
             layer.stop_input_gradient = frozen
-            frozen = frozen and not layer.trainable_weights
+            frozen = frozen and not _has_trained_weight(layer)
 
     def embed(self, inputs, training=None):
         """The embeddings: the input of the first transformer layer.
@@ -667,6 +673,11 @@ def copy_weights(source, target, skip=()):
 
 
 DEFAULT_ADAPTER = "default"
+
+
+def _has_trained_weight(layer):
+    """Whether any weight under `layer` has its own `trainable` flag set."""
+    return any(weight.trainable for weight in layer.weights)
 
 
 def add_adapters(backbone, config=None, *, name=DEFAULT_ADAPTER, drop_first_n=0,
