@@ -9,14 +9,17 @@ Issue 4's first two benchmarks, on a BERT-base-sized model (12 layers, hidden
 - inference time: the bare frozen backbone against the same with adapters.
 
 `--train_arms` picks the training arms. Besides the four below there are
-`adapters_drop_<n>` (specialised AdapterDrop at depth n) and `robust`
-(robust AdapterDrop: n drawn at every step, every layer norm trained), each
-also compared with the plain adapters. For the GLUE suite's AdapterDrop
-arms, at all-MiniLM-L6-v2's size and batch:
+`adapters_drop_<n>` (specialised AdapterDrop at depth n), `robust`
+(robust AdapterDrop: n drawn at every step, every layer norm trained) and
+`lora_<r>` (keras-hub's `enable_lora(rank=r)`: the query and value
+projections), each also compared with the plain adapters. For the GLUE
+suite's AdapterDrop and LoRA arms, at all-MiniLM-L6-v2's size and batch:
 
   python bench/adapter_speed.py --num_layers=6 --hidden_dim=384 --batch_size=32 \
       --train_arms=full,adapters,robust,adapters_drop_1,adapters_drop_3,adapters_drop_5 \
       --output=bench/results/adapter_drop_speed_minilm.json
+  python bench/adapter_speed.py --num_layers=6 --hidden_dim=384 --batch_size=32 \
+      --train_arms=full,adapters,lora_8,lora_16 --output=bench/results/lora_speed_minilm.json
 
 A fourth training arm, `layer_norms`, trains only the layer norms and the
 head: adapters that cost nothing, with backprop as deep as the adapter
@@ -76,7 +79,8 @@ flags.DEFINE_boolean("jit_compile", False, "Compile every arm with XLA.")
 flags.DEFINE_string("arm", None, "Internal: measure one arm's peak memory and exit.")
 flags.DEFINE_list("train_arms", "full,adapters,adapters_drop,layer_norms",
                   "Training arms, timed in this order each round: full, adapters, "
-                  "adapters_drop (at --drop_first_n), adapters_drop_<n>, robust, layer_norms. "
+                  "adapters_drop (at --drop_first_n), adapters_drop_<n>, robust, layer_norms, "
+                  "lora_<r>. "
                   "full and adapters are required.")
 
 INFERENCE_ARMS = ("backbone", "adapters")
@@ -99,6 +103,8 @@ def build(arm):
         max_sequence_length=512, adapter_configs=adapters,
         active_adapter="default" if adapters else None,
         drop_first_n=drop_depth(arm), robust_adapter_drop=arm == "robust", seed=0)
+    if arm.startswith("lora_"):
+        backbone.enable_lora(rank=lora_rank(arm))  # Freezes the rest of the backbone.
     model = keras_hub.models.BertTextClassifier(backbone, num_classes=2, preprocessor=None)
     if adapters:
         freeze_for_adapter_tuning(model)
@@ -111,7 +117,12 @@ def build(arm):
 
 
 def has_adapters(arm):
-    return arm not in ("full", "layer_norms")
+    return arm not in ("full", "layer_norms") and not arm.startswith("lora_")
+
+
+def lora_rank(arm):
+    """The rank r of a `lora_<r>` arm, else 0."""
+    return int(arm.removeprefix("lora_")) if arm.startswith("lora_") else 0
 
 
 def drop_depth(arm):
@@ -154,7 +165,11 @@ def matmul_macs_per_token(arm, training=True):
     lowest layer with trained weights, after that layer's feed-forward block.
     Under robust AdapterDrop that is always the first layer (its layer norms
     train), and the count is the mean over the drawn n = 0 ... layers - 1.
-    Embeddings, pooler and head are left out: under 0.1% here.
+    Keras' LoRA adds `A @ B` to the query and value kernels at every call
+    and multiplies by the sum, so those two projections get full-size
+    weight gradients (2 d^2) in every layer; the merge itself, once per
+    step rather than per token, is left out with embeddings, pooler and
+    head: under 0.1% here.
     """
     if arm == "robust":
         return float(np.mean([step_macs(arm, n, 0, training) for n in range(FLAGS.num_layers)]))
@@ -176,6 +191,9 @@ def step_macs(arm, first_adapter, first_trained, training):
             continue
         if arm == "full":
             total += 2 * projections + 2 * attention
+        elif lora_rank(arm):  # Layer 0 needs no input gradient of query, key or value.
+            below = d * d + 2 * d * i if index == first_trained else projections
+            total += below + 2 * attention + 2 * d * d
         elif index == first_trained:
             total += 2 * d * i + 2 * adapted
         else:
@@ -230,7 +248,8 @@ def ratios(train, inference):
     """
     result = {f"{arm}_vs_full_step": train[arm] / train["full"] for arm in train if arm != "full"}
     result.update({f"{arm}_vs_adapters_step": train[arm] / train["adapters"]
-                   for arm in train if arm == "robust" or arm.startswith("adapters_drop")})
+                   for arm in train
+                   if arm == "robust" or arm.startswith(("adapters_drop", "lora_"))})
     if "layer_norms" in train:
         result["adapters_vs_layer_norms_step"] = train["adapters"] / train["layer_norms"]
     result["adapters_vs_backbone_inference"] = inference["adapters"] / inference["backbone"]
@@ -277,7 +296,7 @@ def main(argv):
         print(json.dumps({"peak_gb": resident_gb("VmHWM"), "built_gb": built}))
         return
     arms = FLAGS.train_arms
-    known = re.compile(r"full|adapters|adapters_drop(_\d+)?|robust|layer_norms")
+    known = re.compile(r"full|adapters|adapters_drop(_\d+)?|robust|layer_norms|lora_[1-9]\d*")
     unknown = [arm for arm in arms if not known.fullmatch(arm)]
     if unknown or not {"full", "adapters"} <= set(arms) or len(set(arms)) < len(arms):
         raise app.UsageError(f"--train_arms needs full and adapters, each arm once, and no "
