@@ -218,7 +218,7 @@ def train(runs):
         os.makedirs(folder, exist_ok=True)
         argv = command(task, arm, seed)
         logging.info("Run %d of %d: %s", index + 1, len(to_go), " ".join(argv))
-        load, start = os.getloadavg()[0], time.time()
+        load, start, code = os.getloadavg()[0], time.time(), commit()  # The code it runs.
         if arm == "adapterhub":
             write_examples(task, os.path.join(folder, "examples.json"))
         result = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
@@ -232,7 +232,7 @@ def train(runs):
             failed.append((task, arm, seed))
             continue
         write_json(os.path.join(folder, "suite_run.json"), {
-            "command": argv[1:], "commit": commit(), "wall_seconds": round(time.time() - start, 1),
+            "command": argv[1:], "commit": code, "wall_seconds": round(time.time() - start, 1),
             "load_average_before": round(load, 2), "load_average_after": round(os.getloadavg()[0], 2),
         })
         if not FLAGS.keep_checkpoints:
