@@ -113,7 +113,12 @@ def test_lora_trains_keras_hub_lora_factors_and_the_head(suite):
     head = backbone.hidden_dim * 2 + 2  # The classifier's dense layer; the pooler is frozen.
     trained = sum(int(np.prod(w.shape)) for w in backbone.trainable_weights) + head
     assert _eval_results(tmp, "mrpc", "lora_8")["parameters"]["trained"] == trained
-    assert (tmp / "runs" / "mrpc" / "lora_8" / "seed_42" / "lora_weights.lora.h5").exists()
+    backbone.load_lora_weights(str(tmp / "runs" / "mrpc" / "lora_8" / "seed_42" /
+                                   "lora_weights.lora.h5"))
+    factors_b = [w for w in backbone.weights if w.path.endswith("lora_kernel_b")]
+    assert len(factors_b) == 2 * backbone.num_layers  # Query and value.
+    # B starts at zero: every layer's moved only if training reached every layer.
+    assert all(np.any(w.numpy()) for w in factors_b), [w.path for w in factors_b]
 
 
 def test_a_second_invocation_runs_nothing_and_reports_the_same(suite):
