@@ -9,6 +9,7 @@ The default grid, on all-MiniLM-L6-v2 (6 layers, hidden 384):
 - GLUE table (Houlsby et al., 2019, Table 1): `adapters` (size 64, Houlsby
   placement, the scripts' defaults) and `full` fine-tuning on CoLA, SST-2,
   MRPC, STS-B, RTE and WNLI; 3 seeds for MRPC, STS-B and RTE, 1 for the rest.
+  The mean leaves WNLI out, as that table and BERT's do.
 - AdapterHub (`adapters` 1.3.0 on PyTorch, `bench/adapterhub_glue.py`) on
   MRPC and RTE, 3 seeds: the configuration `adapters` trains, rebuilt there.
 - AdapterDrop curves (Rücklé et al., 2021, Fig. 2) on MRPC, STS-B, RTE and
@@ -90,6 +91,9 @@ SEEDS = (42, 43, 44)
 EPOCHS = {"sst2": 1}  # Else 3. SST-2 has 67k training pairs.
 GLUE_SEEDS = {"cola": 1, "sst2": 1, "mrpc": 3, "stsb": 3, "rte": 3, "wnli": 1}
 DROP_TASKS = ("mrpc", "stsb", "rte", "cola")
+# In the table but not the mean, as in Houlsby et al.'s Table 1 and BERT's: its 71 dev pairs are
+# built against its training set (a model that learns it scores below the majority class's 56.3).
+NOT_IN_MEAN = ("wnli",)
 SPECIALISED = (1, 3, 5)
 # (arms, {task: seeds}), in the order they run. Robust AdapterDrop gets 3 seeds: on some seeds
 # it never leaves the majority class (README, "The papers' claims on real GLUE").
@@ -289,10 +293,12 @@ def by_arm(runs):
 
 
 def glue_table(grouped, arms):
-    """Score summaries per task and arm, and each arm's mean over the tasks every arm ran."""
+    """Score summaries per task and arm, and each arm's mean over the tasks every arm ran
+    (but `NOT_IN_MEAN`)."""
     table = {task: {arm: summary([r["score"] for r in runs[arm]]) for arm in arms if arm in runs}
              for task, runs in grouped.items()}
-    common = [task for task in table if all(arm in table[task] for arm in arms)]
+    common = [task for task in table if task not in NOT_IN_MEAN
+              and all(arm in table[task] for arm in arms)]
     means = {arm: statistics.fmean(table[task][arm]["mean"] for task in common)
              for arm in arms} if common else {}
     step_ratios = {arm: [step_median(runs[arm]) / step_median(runs["full"])

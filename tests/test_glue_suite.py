@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -128,3 +129,20 @@ def test_a_second_invocation_runs_nothing_and_reports_the_same(suite):
     assert "0 of 8 runs to go" in log
     assert {p: p.stat().st_mtime_ns for p in written} == written
     assert json.loads((tmp / "suite.json").read_text()) == report
+
+
+def test_wnli_is_in_the_table_but_not_the_mean():
+    # In a subprocess: the suite's flags share names with run_classifier's, imported by other tests.
+    check = """
+import glue_suite
+run = lambda score: {"score": score, "step_seconds": 1.0}
+grouped = {"mrpc": {"adapters": [run(80.0)], "full": [run(70.0)]},
+           "wnli": {"adapters": [run(50.0)], "full": [run(40.0)]}}
+table = glue_suite.glue_table(grouped, ("adapters", "full"))
+assert set(table["tasks"]) == {"mrpc", "wnli"}, table
+assert table["mean_over"] == ["mrpc"] and table["mean"] == {"adapters": 80.0, "full": 70.0}, table
+"""
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                            cwd=REPO_ROOT / "bench", timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
