@@ -315,12 +315,13 @@ def step_median(runs):
 
 
 def adapter_drop(grouped):
-    """Per task, the score against n for the standard, robust and specialised
-    arms, relative to the standard adapters at n = 0, and each arm's training
-    step speed-up over the standard adapters."""
+    """Per task of `DROP_TASKS`, the score against n for the standard, robust and
+    specialised arms, relative to the standard adapters at n = 0, and each arm's
+    training step speed-up over the standard adapters."""
     curves = {}
     for task, runs in grouped.items():
-        if "adapters" not in runs or not runs["adapters"][0]["adapter_drop"]:
+        if (task not in DROP_TASKS or "adapters" not in runs
+                or not runs["adapters"][0]["adapter_drop"]):
             continue
         curve = {"standard": _mean_curve(runs["adapters"])}
         if "robust" in runs:

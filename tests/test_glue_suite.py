@@ -131,16 +131,19 @@ def test_a_second_invocation_runs_nothing_and_reports_the_same(suite):
     assert json.loads((tmp / "suite.json").read_text()) == report
 
 
-def test_wnli_is_in_the_table_but_not_the_mean():
+def test_wnli_is_in_the_table_but_not_the_means():
     # In a subprocess: the suite's flags share names with run_classifier's, imported by other tests.
     check = """
 import glue_suite
-run = lambda score: {"score": score, "step_seconds": 1.0}
+run = lambda score: {"score": score, "step_seconds": 1.0, "metric": "m",
+                     "adapter_drop": {0: {"m": score / 100}}}
 grouped = {"mrpc": {"adapters": [run(80.0)], "full": [run(70.0)]},
            "wnli": {"adapters": [run(50.0)], "full": [run(40.0)]}}
 table = glue_suite.glue_table(grouped, ("adapters", "full"))
 assert set(table["tasks"]) == {"mrpc", "wnli"}, table
 assert table["mean_over"] == ["mrpc"] and table["mean"] == {"adapters": 80.0, "full": 70.0}, table
+# The AdapterDrop curves, and their average, are MRPC, STS-B, RTE and CoLA's.
+assert set(glue_suite.adapter_drop(grouped)) == {"mrpc"}
 """
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
                             cwd=REPO_ROOT / "bench", timeout=300,
